@@ -1,0 +1,281 @@
+// eigenet/kernels/batchnorm.hpp — the math of batch normalisation, with no state.
+//
+// Every kernel sees its tensor as (N, C, S), row-major: N samples, C channels and S values
+// per channel and sample (S = H·W for (N, C, H, W); S = 1 for (N, C)). Per channel c the
+// statistics run over the M = N·S values x[n, c, s].
+//
+// Training forward (PyTorch semantics):
+//   mean_c = Σ x / M,   var_c = Σ (x − mean_c)² / M          (biased: used to normalise)
+//   inv_std_c = 1 / sqrt(var_c + eps),   x̂ = (x − mean_c) · inv_std_c,   y = γ_c x̂ + β_c
+// Inference forward: the same with the running mean and running variance.
+//
+// Normalise and affine fold into one transform per channel,
+//   y = (x − shift_c) · scale_c + offset_c,
+//   shift_c = (Scalar) mean_c,  scale_c = γ_c inv_std_c,  offset_c = β_c − (mean_c − shift_c) · scale_c,
+// with the coefficients computed in double. Subtracting the mean rounded to Scalar first
+// keeps float exact for inputs with a large common offset (x ≈ 1e4 + noise): x − shift_c
+// is exact (Sterbenz), where x · scale + (β − mean · scale) would lose ~1e4 · 2^-24 per element.
+//
+// Backward. With g = ∂L/∂y, D_c = Σ g (x − mean_c), G_c = Σ g:
+//   ∂L/∂β_c = G_c,   ∂L/∂γ_c = Σ g x̂ = inv_std_c · D_c.
+//   Training: the mean and variance depend on x. Differentiating through them,
+//     ∂L/∂x = γ inv_std (g − G/M − x̂ · Σ(g x̂)/M)
+//           = a_c g + b_c (x − mean_c) + c_c,
+//     a_c = γ inv_std,   b_c = −γ inv_std³ D_c / M,   c_c = −γ inv_std G_c / M.
+//   Inference: mean and variance are constants, ∂L/∂x = γ inv_std g  (b = c = 0).
+// So backward is two per-channel reductions (G, D) and one element-wise pass.
+//
+// Statistics and gradient sums accumulate in double whatever Scalar is: in float, a sum
+// over 10^6 values loses about three digits. Values are summed relative to a per-channel
+// shift (the first value of the channel), so the one-pass sum of squares does not cancel
+// catastrophically. Rows are split into fixed chunks whose partial sums are added in chunk
+// order: results are identical for any thread count.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <vector>
+
+#include "eigenet/kernels/parallel.hpp"
+
+namespace eigenet::kernels {
+
+/// Per-channel statistics of a batch, in a form that merges exactly across batches or
+/// processes (a later synchronised BatchNorm all-reduces these before normalising).
+struct ChannelStats {
+  Index count = 0;        // values per channel, M = N·S
+  Eigen::ArrayXd mean;    // (C)
+  Eigen::ArrayXd sq_dev;  // (C)  Σ (x − mean)²
+
+  Index channels() const { return mean.size(); }
+  Eigen::ArrayXd biased_variance() const { return sq_dev / static_cast<double>(count); }
+  Eigen::ArrayXd unbiased_variance() const { return sq_dev / static_cast<double>(count - 1); }
+};
+
+/// Statistics of the union of two batches (Chan, Golub and LeVeque's pairwise update).
+inline ChannelStats merge_stats(const ChannelStats& a, const ChannelStats& b) {
+  if (a.count == 0) return b;
+  if (b.count == 0) return a;
+  if (a.channels() != b.channels())
+    throw ShapeError(eigenet::detail::concat("merge_stats: statistics of ", a.channels(), " and ", b.channels(),
+                                             " channels cannot be merged"));
+  ChannelStats merged;
+  merged.count = a.count + b.count;
+  const double na = static_cast<double>(a.count), nb = static_cast<double>(b.count);
+  const double n = na + nb;
+  const Eigen::ArrayXd delta = b.mean - a.mean;
+  merged.mean = a.mean + delta * (nb / n);
+  merged.sq_dev = a.sq_dev + b.sq_dev + delta.square() * (na * nb / n);
+  return merged;
+}
+
+/// y = (x − shift_c) · scale_c + offset_c, the one transform of forward.
+template <typename Scalar>
+struct ChannelTransform {
+  Eigen::Array<Scalar, Eigen::Dynamic, 1> shift, scale, offset;  // (C) each
+};
+
+/// The transform for given statistics and affine parameters (gamma/beta may be null:
+/// no affine, γ = 1, β = 0).
+template <typename Scalar>
+ChannelTransform<Scalar> make_channel_transform(const Eigen::ArrayXd& mean, const Eigen::ArrayXd& inv_std,
+                                                const Scalar* gamma, const Scalar* beta) {
+  const Index channels = mean.size();
+  ChannelTransform<Scalar> t;
+  t.shift.resize(channels);
+  t.scale.resize(channels);
+  t.offset.resize(channels);
+  for (Index c = 0; c < channels; ++c) {
+    const auto shift = static_cast<Scalar>(mean[c]);
+    const double scale = (gamma ? static_cast<double>(gamma[c]) : 1.0) * inv_std[c];
+    const double offset = (beta ? static_cast<double>(beta[c]) : 0.0) - (mean[c] - static_cast<double>(shift)) * scale;
+    t.shift[c] = shift;
+    t.scale[c] = static_cast<Scalar>(scale);
+    t.offset[c] = static_cast<Scalar>(offset);
+  }
+  return t;
+}
+
+namespace detail {
+
+template <typename Scalar>
+using ConstVectorMap = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+template <typename Scalar>
+using VectorMap = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+
+/// Sums `width` per-channel double accumulators over samples n ∈ [0, N):
+/// add_sample(n, acc) adds sample n's contribution into acc[0, width). Fixed chunks of
+/// samples, partials combined in chunk order, so the result is thread-count independent.
+template <typename AddSample>
+Eigen::ArrayXd reduce_samples(Index samples, Index sample_elements, Index width, AddSample&& add_sample) {
+  const Index grain = rows_per_chunk(sample_elements);
+  const Index chunks = chunk_count(samples, grain);
+  Eigen::ArrayXXd partial = Eigen::ArrayXXd::Zero(width, std::max<Index>(chunks, 1));
+  parallel_chunks(samples, grain, [&](Index chunk, Index begin, Index end) {
+    double* acc = partial.col(chunk).data();
+    for (Index n = begin; n < end; ++n) add_sample(n, acc);
+  });
+  Eigen::ArrayXd total = Eigen::ArrayXd::Zero(width);
+  for (Index chunk = 0; chunk < chunks; ++chunk) total += partial.col(chunk);
+  return total;
+}
+
+/// Runs body(begin, end) over fixed chunks of samples in parallel.
+template <typename Body>
+void for_samples(Index samples, Index sample_elements, Body&& body) {
+  parallel_chunks(samples, rows_per_chunk(sample_elements), [&](Index, Index begin, Index end) { body(begin, end); });
+}
+
+}  // namespace detail
+
+/// Mean and Σ (x − mean)² per channel of x (N, C, S). Requires N ≥ 1, C ≥ 1, S ≥ 1.
+template <typename Scalar>
+ChannelStats channel_stats(const Scalar* x, Index samples, Index channels, Index spatial) {
+  using detail::ConstVectorMap;
+  Eigen::ArrayXd shift(channels);
+  for (Index c = 0; c < channels; ++c) shift[c] = static_cast<double>(x[c * spatial]);
+  const Index row = channels * spatial;
+  // acc[0, C): Σ (x − shift),  acc[C, 2C): Σ (x − shift)²
+  const Eigen::ArrayXd sums = detail::reduce_samples(samples, row, 2 * channels, [&](Index n, double* acc) {
+    detail::VectorMap<double> sum(acc, channels), sq(acc + channels, channels);
+    const Scalar* sample = x + n * row;
+    if (spatial == 1) {
+      const Eigen::ArrayXd dev = ConstVectorMap<Scalar>(sample, channels).template cast<double>() - shift;
+      sum += dev;
+      sq += dev.square();
+    } else {
+      for (Index c = 0; c < channels; ++c) {
+        const auto dev = ConstVectorMap<Scalar>(sample + c * spatial, spatial).template cast<double>() - shift[c];
+        sum[c] += dev.sum();
+        sq[c] += dev.square().sum();
+      }
+    }
+  });
+  ChannelStats stats;
+  stats.count = samples * spatial;
+  const double count = static_cast<double>(stats.count);
+  const Eigen::ArrayXd sum = sums.head(channels), sq = sums.tail(channels);
+  stats.mean = shift + sum / count;
+  stats.sq_dev = (sq - sum.square() / count).max(0.0);
+  return stats;
+}
+
+/// y = (x − shift_c) · scale_c + offset_c over x (N, C, S). y may alias x.
+template <typename Scalar>
+void apply_channel_transform(const Scalar* x, Scalar* y, Index samples, Index channels, Index spatial,
+                             const ChannelTransform<Scalar>& t) {
+  using detail::ConstVectorMap;
+  using detail::VectorMap;
+  const Index row = channels * spatial;
+  detail::for_samples(samples, row, [&](Index begin, Index end) {
+    for (Index n = begin; n < end; ++n) {
+      if (spatial == 1) {
+        VectorMap<Scalar>(y + n * row, channels) =
+            (ConstVectorMap<Scalar>(x + n * row, channels) - t.shift) * t.scale + t.offset;
+      } else {
+        for (Index c = 0; c < channels; ++c) {
+          const Index at = n * row + c * spatial;
+          VectorMap<Scalar>(y + at, spatial) =
+              (ConstVectorMap<Scalar>(x + at, spatial) - t.shift[c]) * t.scale[c] + t.offset[c];
+        }
+      }
+    }
+  });
+}
+
+/// The two per-channel reductions of backward: G_c = Σ g and D_c = Σ g (x − mean_c).
+struct ChannelGradSums {
+  Eigen::ArrayXd sum_grad;        // (C)  G
+  Eigen::ArrayXd sum_grad_xmean;  // (C)  D
+};
+
+template <typename Scalar>
+ChannelGradSums channel_grad_sums(const Scalar* x, const Scalar* grad, Index samples, Index channels, Index spatial,
+                                  const Eigen::ArrayXd& mean) {
+  using detail::ConstVectorMap;
+  // Deviations from the mean rounded to Scalar are exact in Scalar (see the header); the
+  // remainder (mean − shift) is corrected once per channel below.
+  Eigen::ArrayXd shift(channels);
+  for (Index c = 0; c < channels; ++c) shift[c] = static_cast<double>(static_cast<Scalar>(mean[c]));
+  const Index row = channels * spatial;
+  const Eigen::ArrayXd sums = detail::reduce_samples(samples, row, 2 * channels, [&](Index n, double* acc) {
+    detail::VectorMap<double> sum_g(acc, channels), sum_gx(acc + channels, channels);
+    const Index at = n * row;
+    if (spatial == 1) {
+      const Eigen::ArrayXd g = ConstVectorMap<Scalar>(grad + at, channels).template cast<double>();
+      sum_g += g;
+      sum_gx += g * (ConstVectorMap<Scalar>(x + at, channels).template cast<double>() - shift);
+    } else {
+      for (Index c = 0; c < channels; ++c) {
+        const auto g = ConstVectorMap<Scalar>(grad + at + c * spatial, spatial).template cast<double>();
+        const auto dev = ConstVectorMap<Scalar>(x + at + c * spatial, spatial).template cast<double>() - shift[c];
+        sum_g[c] += g.sum();
+        sum_gx[c] += (g * dev).sum();
+      }
+    }
+  });
+  ChannelGradSums out;
+  out.sum_grad = sums.head(channels);
+  out.sum_grad_xmean = sums.tail(channels) - (mean - shift) * out.sum_grad;
+  return out;
+}
+
+/// dx = a_c · g + b_c · (x − shift_c) + c_c over (N, C, S), the element-wise pass of backward.
+template <typename Scalar>
+struct ChannelBackwardTransform {
+  Eigen::Array<Scalar, Eigen::Dynamic, 1> grad_scale, shift, x_scale, offset;  // a, shift, b, c (C) each
+};
+
+/// The coefficients of the element-wise pass. `training`: the statistics were batch
+/// statistics (differentiate through them); else they were constants.
+template <typename Scalar>
+ChannelBackwardTransform<Scalar> make_channel_backward(const Eigen::ArrayXd& mean, const Eigen::ArrayXd& inv_std,
+                                                       const Scalar* gamma, const ChannelGradSums& sums, Index count,
+                                                       bool training) {
+  const Index channels = mean.size();
+  const double m = static_cast<double>(count);
+  ChannelBackwardTransform<Scalar> t;
+  t.grad_scale.resize(channels);
+  t.shift.resize(channels);
+  t.x_scale.resize(channels);
+  t.offset.resize(channels);
+  for (Index c = 0; c < channels; ++c) {
+    const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
+    const double a = g * inv_std[c];
+    const double b = training ? -a * inv_std[c] * inv_std[c] * sums.sum_grad_xmean[c] / m : 0.0;
+    const double offset = training ? -a * sums.sum_grad[c] / m : 0.0;
+    const auto shift = static_cast<Scalar>(mean[c]);
+    t.grad_scale[c] = static_cast<Scalar>(a);
+    t.shift[c] = shift;
+    t.x_scale[c] = static_cast<Scalar>(b);
+    t.offset[c] = static_cast<Scalar>(offset - b * (mean[c] - static_cast<double>(shift)));
+  }
+  return t;
+}
+
+template <typename Scalar>
+void apply_channel_backward(const Scalar* x, const Scalar* grad, Scalar* dx, Index samples, Index channels,
+                            Index spatial, const ChannelBackwardTransform<Scalar>& t) {
+  using detail::ConstVectorMap;
+  using detail::VectorMap;
+  const Index row = channels * spatial;
+  detail::for_samples(samples, row, [&](Index begin, Index end) {
+    for (Index n = begin; n < end; ++n) {
+      if (spatial == 1) {
+        const Index at = n * row;
+        VectorMap<Scalar>(dx + at, channels) = ConstVectorMap<Scalar>(grad + at, channels) * t.grad_scale +
+                                               (ConstVectorMap<Scalar>(x + at, channels) - t.shift) * t.x_scale +
+                                               t.offset;
+      } else {
+        for (Index c = 0; c < channels; ++c) {
+          const Index at = n * row + c * spatial;
+          VectorMap<Scalar>(dx + at, spatial) = ConstVectorMap<Scalar>(grad + at, spatial) * t.grad_scale[c] +
+                                                (ConstVectorMap<Scalar>(x + at, spatial) - t.shift[c]) * t.x_scale[c] +
+                                                t.offset[c];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace eigenet::kernels

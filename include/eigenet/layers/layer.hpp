@@ -1,0 +1,133 @@
+// eigenet/layers/layer.hpp — what every layer is: state around a forward/backward pair.
+//
+// Contract of every layer (dlib's habit: written beside the interface):
+//   forward(x)          requires x of a shape the layer accepts (else ShapeError);
+//                       returns y; in training mode may update running state.
+//   backward(x, dy)     requires x to be the input of the most recent forward and dy of
+//                       the shape that forward returned (else ShapeError / StateError);
+//                       returns dx and ADDS the parameter gradients into grad
+//                       (accumulation over micro-batches works; zero_grad() resets).
+//                       Backward uses the mode of the forward it follows.
+//   train() / eval()    switch the mode; layers start in training mode, as in PyTorch.
+//
+// x is passed to backward again (llm.c's convention: inputs are explicit arguments), so a
+// layer keeps only O(parameters) state between the two calls, never a copy of its input.
+//
+// The typed API (forward/backward on eigenet::Tensor or TensorMap of any rank) wraps the
+// rank-erased one (forward_into/backward_into on ConstView/View) that Sequential uses.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "eigenet/tensor.hpp"
+
+namespace eigenet {
+
+/// A trainable tensor of a layer: its values and the gradient that backward adds into.
+template <typename Scalar>
+struct Parameter {
+  std::string name;  // e.g. "weight", "bias"; Sequential prefixes "3." for layer 3
+  Scalar* value = nullptr;
+  Scalar* grad = nullptr;
+  Index size = 0;
+};
+
+template <typename Scalar>
+class Layer {
+ public:
+  static_assert(std::is_floating_point_v<Scalar>, "eigenet layers take float or double");
+  using scalar_type = Scalar;
+
+  Layer() = default;
+  Layer(const Layer&) = default;
+  Layer& operator=(const Layer&) = default;
+  Layer(Layer&&) noexcept = default;
+  Layer& operator=(Layer&&) noexcept = default;
+  virtual ~Layer() = default;
+
+  /// A short, human-readable description, e.g. "BatchNorm(64)".
+  virtual std::string name() const = 0;
+
+  /// The shape forward returns for an input of `input` shape; throws ShapeError if the
+  /// layer does not accept it.
+  virtual Shape output_shape(const Shape& input) const = 0;
+
+  /// y = f(x). y has output_shape(x.shape) and does not alias x.
+  virtual void forward_into(ConstView<Scalar> x, View<Scalar> y) = 0;
+
+  /// dx = ∂L/∂x given dy = ∂L/∂y, and parameter gradients added into grad. dx.data may be
+  /// null: the input gradient is then not computed (the first layer of a network).
+  virtual void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) = 0;
+
+  /// The trainable parameters, with stable addresses for the layer's lifetime.
+  virtual std::vector<Parameter<Scalar>> parameters() { return {}; }
+
+  /// Switch the mode; containers pass it on to their layers.
+  virtual void set_training(bool training) { training_ = training; }
+  bool is_training() const { return training_; }
+  void train() { set_training(true); }
+  void eval() { set_training(false); }
+
+  /// Sets every parameter gradient to zero.
+  void zero_grad() {
+    for (auto& p : parameters()) std::fill(p.grad, p.grad + p.size, Scalar(0));
+  }
+
+  /// Typed forward: eigenet::Tensor or TensorMap in, eigenet::Tensor of the same rank out.
+  template <typename Input>
+  Tensor<Scalar, Input::NumDimensions> forward(const Input& x) {
+    static_assert(std::is_same_v<typename Input::Scalar, Scalar>, "input scalar type differs from the layer's");
+    const ConstView<Scalar> in = detail::view_of(x);
+    auto y = detail::make_tensor<Scalar, Input::NumDimensions>(output_shape(in.shape));
+    forward_into(in, {y.data(), detail::shape_of(y)});
+    return y;
+  }
+
+  /// Typed backward: returns dx (the shape of x) and adds the parameter gradients.
+  template <typename Input, typename Grad>
+  Tensor<Scalar, Input::NumDimensions> backward(const Input& x, const Grad& dy) {
+    static_assert(std::is_same_v<typename Input::Scalar, Scalar> && std::is_same_v<typename Grad::Scalar, Scalar>,
+                  "tensor scalar type differs from the layer's");
+    Tensor<Scalar, Input::NumDimensions> dx(x.dimensions());
+    backward_into(detail::view_of(x), detail::view_of(dy), {dx.data(), detail::shape_of(dx)});
+    return dx;
+  }
+
+  /// Backward for the parameter gradients only (dx is not computed).
+  template <typename Input, typename Grad>
+  void backward_parameters(const Input& x, const Grad& dy) {
+    backward_into(detail::view_of(x), detail::view_of(dy), {nullptr, detail::shape_of(x)});
+  }
+
+ private:
+  bool training_ = true;
+};
+
+namespace detail {
+
+/// Throws unless y has the shape forward produces for x.
+template <typename Scalar>
+void check_forward_shapes(const Layer<Scalar>& layer, const ConstView<Scalar>& x, const View<Scalar>& y) {
+  const Shape expected = layer.output_shape(x.shape);
+  if (y.shape != expected)
+    throw ShapeError(concat(layer.name(), ": output should have shape ", to_string(expected), " for input ",
+                            to_string(x.shape), ", not ", to_string(y.shape)));
+}
+
+/// Throws unless dy has the shape forward produced for x, and dx (if wanted) that of x.
+template <typename Scalar>
+void check_backward_shapes(const Layer<Scalar>& layer, const ConstView<Scalar>& x, const ConstView<Scalar>& dy,
+                           const View<Scalar>& dx) {
+  const Shape expected = layer.output_shape(x.shape);
+  if (dy.shape != expected)
+    throw ShapeError(concat(layer.name(), ": backward expects dy of shape ", to_string(expected), " (the output for x ",
+                            to_string(x.shape), "), not ", to_string(dy.shape)));
+  if (dx.data != nullptr && dx.shape != x.shape)
+    throw ShapeError(
+        concat(layer.name(), ": dx should have the shape of x ", to_string(x.shape), ", not ", to_string(dx.shape)));
+}
+
+}  // namespace detail
+}  // namespace eigenet

@@ -1,0 +1,34 @@
+// eigenet/layers/relu.hpp — y = max(x, 0); dx = dy where x > 0, else 0 (PyTorch's
+// choice of 0 for the subgradient at x = 0).
+#pragma once
+
+#include <string>
+
+#include "eigenet/kernels/parallel.hpp"
+#include "eigenet/layers/layer.hpp"
+
+namespace eigenet {
+
+template <typename Scalar>
+class ReLU : public Layer<Scalar> {
+ public:
+  std::string name() const override { return "ReLU"; }
+  Shape output_shape(const Shape& input) const override { return input; }
+
+  void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
+    detail::check_forward_shapes(*this, x, y);
+    kernels::parallel_chunks(x.size(), Index{1} << 16, [&](Index, Index begin, Index end) {
+      for (Index i = begin; i < end; ++i) y.data[i] = x.data[i] > Scalar(0) ? x.data[i] : Scalar(0);
+    });
+  }
+
+  void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
+    detail::check_backward_shapes(*this, x, dy, dx);
+    if (dx.data == nullptr) return;
+    kernels::parallel_chunks(x.size(), Index{1} << 16, [&](Index, Index begin, Index end) {
+      for (Index i = begin; i < end; ++i) dx.data[i] = x.data[i] > Scalar(0) ? dy.data[i] : Scalar(0);
+    });
+  }
+};
+
+}  // namespace eigenet

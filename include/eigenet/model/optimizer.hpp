@@ -1,0 +1,156 @@
+// eigenet/model/optimizer.hpp — SGD (with momentum) and Adam, PyTorch's update rules.
+//
+// An optimiser holds the parameters it was given (Sequential::parameters()) and per-
+// parameter state. step() reads each parameter's grad; zero_grad() clears them (backward
+// accumulates into grad, so clear once per step, or once per group of micro-batches).
+//
+// SGD, as torch.optim.SGD:   g ← grad + weight_decay · θ
+//   momentum μ > 0:          b ← g (first step),  b ← μ b + (1 − dampening) g (after)
+//                            g ← g + μ b (nesterov)  or  g ← b
+//                            θ ← θ − lr · g
+// Adam, as torch.optim.Adam (L2 weight decay, not AdamW):
+//   g ← grad + weight_decay · θ,   t ← t + 1
+//   m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²
+//   θ ← θ − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)          (bias-corrected)
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "eigenet/layers/layer.hpp"
+
+namespace eigenet {
+
+template <typename Scalar>
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Parameter<Scalar>> parameters) : parameters_(std::move(parameters)) {
+    for (const auto& p : parameters_)
+      if (p.value == nullptr || p.grad == nullptr || p.size < 0)
+        throw ValueError("Optimizer: parameter \"" + p.name + "\" has no storage");
+  }
+  Optimizer(const Optimizer&) = default;
+  Optimizer& operator=(const Optimizer&) = default;
+  virtual ~Optimizer() = default;
+
+  virtual void step() = 0;
+
+  void zero_grad() {
+    for (auto& p : parameters_) std::fill(p.grad, p.grad + p.size, Scalar(0));
+  }
+
+  const std::vector<Parameter<Scalar>>& parameters() const { return parameters_; }
+
+ protected:
+  static void check_rate(double value, const char* what, const char* who) {
+    if (!(value >= 0.0) || !std::isfinite(value))
+      throw ValueError(detail::concat(who, ": ", what, " should be finite and >= 0, not ", value));
+  }
+  static std::vector<std::vector<Scalar>> zero_state_like(const std::vector<Parameter<Scalar>>& parameters) {
+    std::vector<std::vector<Scalar>> state;
+    for (const auto& p : parameters) state.emplace_back(static_cast<std::size_t>(p.size), Scalar(0));
+    return state;
+  }
+
+  std::vector<Parameter<Scalar>> parameters_;
+};
+
+struct SGDOptions {
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+template <typename Scalar>
+class SGD : public Optimizer<Scalar> {
+ public:
+  SGD(std::vector<Parameter<Scalar>> parameters, SGDOptions options = {})
+      : Optimizer<Scalar>(std::move(parameters)), options_(options) {
+    this->check_rate(options.lr, "lr", "SGD");
+    this->check_rate(options.momentum, "momentum", "SGD");
+    this->check_rate(options.weight_decay, "weight_decay", "SGD");
+    this->check_rate(options.dampening, "dampening", "SGD");
+    if (options.nesterov && (options.momentum <= 0.0 || options.dampening != 0.0))
+      throw ValueError("SGD: nesterov needs momentum > 0 and dampening 0");
+    momentum_buffers_ = this->zero_state_like(this->parameters_);
+  }
+
+  void step() override {
+    const auto lr = static_cast<Scalar>(options_.lr), mu = static_cast<Scalar>(options_.momentum);
+    const auto decay = static_cast<Scalar>(options_.weight_decay), damp = static_cast<Scalar>(1.0 - options_.dampening);
+    for (std::size_t k = 0; k < this->parameters_.size(); ++k) {
+      const Parameter<Scalar>& p = this->parameters_[k];
+      Scalar* buffer = momentum_buffers_[k].data();
+      for (Index i = 0; i < p.size; ++i) {
+        Scalar g = p.grad[i] + decay * p.value[i];
+        if (options_.momentum > 0.0) {
+          buffer[i] = first_step_ ? g : mu * buffer[i] + damp * g;
+          g = options_.nesterov ? g + mu * buffer[i] : buffer[i];
+        }
+        p.value[i] -= lr * g;
+      }
+    }
+    first_step_ = false;
+  }
+
+ private:
+  SGDOptions options_;
+  std::vector<std::vector<Scalar>> momentum_buffers_;
+  bool first_step_ = true;
+};
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+template <typename Scalar>
+class Adam : public Optimizer<Scalar> {
+ public:
+  Adam(std::vector<Parameter<Scalar>> parameters, AdamOptions options = {})
+      : Optimizer<Scalar>(std::move(parameters)), options_(options) {
+    this->check_rate(options.lr, "lr", "Adam");
+    this->check_rate(options.eps, "eps", "Adam");
+    this->check_rate(options.weight_decay, "weight_decay", "Adam");
+    if (!(options.beta1 >= 0.0 && options.beta1 < 1.0) || !(options.beta2 >= 0.0 && options.beta2 < 1.0))
+      throw ValueError(
+          detail::concat("Adam: betas should be in [0, 1), not (", options.beta1, ", ", options.beta2, ")"));
+    first_moment_ = this->zero_state_like(this->parameters_);
+    second_moment_ = this->zero_state_like(this->parameters_);
+  }
+
+  void step() override {
+    ++steps_;
+    const double t = static_cast<double>(steps_);
+    const auto step_size = static_cast<Scalar>(options_.lr / (1.0 - std::pow(options_.beta1, t)));
+    const auto sqrt_correction2 = static_cast<Scalar>(std::sqrt(1.0 - std::pow(options_.beta2, t)));
+    const auto b1 = static_cast<Scalar>(options_.beta1), b2 = static_cast<Scalar>(options_.beta2);
+    const auto eps = static_cast<Scalar>(options_.eps), decay = static_cast<Scalar>(options_.weight_decay);
+    for (std::size_t k = 0; k < this->parameters_.size(); ++k) {
+      const Parameter<Scalar>& p = this->parameters_[k];
+      Scalar* m = first_moment_[k].data();
+      Scalar* v = second_moment_[k].data();
+      for (Index i = 0; i < p.size; ++i) {
+        const Scalar g = p.grad[i] + decay * p.value[i];
+        m[i] = b1 * m[i] + (Scalar(1) - b1) * g;
+        v[i] = b2 * v[i] + (Scalar(1) - b2) * g * g;
+        p.value[i] -= step_size * m[i] / (std::sqrt(v[i]) / sqrt_correction2 + eps);
+      }
+    }
+  }
+
+  long long steps() const { return steps_; }
+
+ private:
+  AdamOptions options_;
+  std::vector<std::vector<Scalar>> first_moment_, second_moment_;
+  long long steps_ = 0;
+};
+
+}  // namespace eigenet
