@@ -204,8 +204,8 @@ int run(const Options& options) {
   if (!options.json.empty()) {
     std::ofstream out(options.json);
     out << "{\"model\": \"" << options.model << "\", \"epochs\": " << options.epochs << ", \"batch\": " << options.batch
-        << ", \"lr\": " << options.lr << ", \"seed\": " << options.seed << ", \"test_accuracy\": "
-        << std::setprecision(6) << accuracy << ", \"epoch_seconds\": [";
+        << ", \"lr\": " << options.lr << ", \"seed\": " << options.seed
+        << ", \"test_accuracy\": " << std::setprecision(6) << accuracy << ", \"epoch_seconds\": [";
     for (std::size_t i = 0; i < epoch_seconds.size(); ++i) out << (i ? ", " : "") << epoch_seconds[i];
     out << "]}\n";
     if (!out) throw eigenet::IoError("cannot write " + options.json);

@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "eigenet/kernels/parallel.hpp"
 #include "eigenet/kernels/random.hpp"
@@ -34,6 +36,26 @@ inline void check_drop_probability(double p, const char* who) {
   if (!(p >= 0.0 && p <= 1.0))  // also rejects NaN
     throw ValueError(eigenet::detail::concat(who, ": drop probability p should be in [0, 1], not ", p));
 }
+
+namespace detail {
+
+/// `keep ? value : 0`, written as a bit mask: g++ 12 does not if-convert the plain select in
+/// the dropout loop ("control flow in loop") and runs it ten times slower; the mask form
+/// vectorises with both g++ and clang. Masking (not multiplying by 0) keeps dropped inf and
+/// NaN inputs at 0.
+template <typename Scalar>
+inline Scalar keep_or_zero(bool keep, Scalar value) {
+  static_assert(std::is_floating_point_v<Scalar> && (sizeof(Scalar) == 4 || sizeof(Scalar) == 8),
+                "dropout supports float and double");
+  using Bits = std::conditional_t<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>;
+  Bits bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  bits &= Bits{0} - static_cast<Bits>(keep);
+  std::memcpy(&value, &bits, sizeof bits);
+  return value;
+}
+
+}  // namespace detail
 
 /// Elements whose random bits are below this are dropped (p < 1).
 inline std::uint32_t drop_threshold(double p) {
@@ -72,7 +94,7 @@ void apply_dropout_mask(const Scalar* in, Scalar* out, Index count, const Dropou
       for (Index j = 0; j < n; ++j) {
         const std::uint32_t bits =
             random_bits(segment, static_cast<std::uint32_t>(low0 + static_cast<std::uint32_t>(j)));
-        dst[j] = bits >= threshold ? src[j] * scale : Scalar(0);
+        dst[j] = detail::keep_or_zero(bits >= threshold, src[j] * scale);
       }
       i = stop;
     }
