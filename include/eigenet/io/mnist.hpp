@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,10 @@ inline std::vector<std::uint32_t> idx_header(const std::vector<unsigned char>& b
   std::uint64_t payload = 1;
   for (std::size_t d = 0; d < dims; ++d) {
     extents.push_back(big_endian32(bytes, 4 + 4 * d));
+    // Three 32-bit extents can overflow 64 bits: (4, 2^31, 2^31) would wrap to 0 bytes and
+    // pass the size check below with a 16-byte file.
+    if (extents.back() != 0 && payload > std::numeric_limits<std::uint64_t>::max() / extents.back())
+      throw IoError(eigenet::detail::concat("MNIST: ", path, " declares extents whose product overflows"));
     payload *= extents.back();
   }
   if (bytes.size() != header + payload)

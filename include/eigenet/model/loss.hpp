@@ -33,6 +33,21 @@ class SoftmaxCrossEntropy {
       if (labels[i] < 0 || labels[i] >= k)
         throw ValueError(
             detail::concat("SoftmaxCrossEntropy: label ", labels[i], " at position ", i, " is outside [0, ", k, ")"));
+    // Checked before any state changes, so a forward that throws leaves backward the last
+    // good forward. NaN is looked for in every logit (std::max skips one that is not first);
+    // −inf is allowed (a masked class) as long as the row's max is finite.
+    for (Index i = 0; i < n; ++i) {
+      const Scalar* row = logits.data + i * k;
+      double max_logit = static_cast<double>(row[0]);
+      bool has_nan = false;
+      for (Index j = 0; j < k; ++j) {
+        has_nan = has_nan || std::isnan(row[j]);
+        max_logit = std::max(max_logit, static_cast<double>(row[j]));
+      }
+      if (has_nan || !std::isfinite(max_logit))
+        throw ValueError(detail::concat("SoftmaxCrossEntropy: row ", i,
+                                        " of the logits is not finite (it holds NaN or +inf, or only -inf)"));
+    }
     probabilities_ = Tensor<Scalar, 2>(n, k);
     labels_.assign(labels, labels + n);
     double total = 0.0;
@@ -40,8 +55,6 @@ class SoftmaxCrossEntropy {
       const Scalar* row = logits.data + i * k;
       double max_logit = static_cast<double>(row[0]);
       for (Index j = 1; j < k; ++j) max_logit = std::max(max_logit, static_cast<double>(row[j]));
-      if (!std::isfinite(max_logit))
-        throw ValueError(detail::concat("SoftmaxCrossEntropy: row ", i, " of the logits is not finite"));
       double sum = 0.0;
       for (Index j = 0; j < k; ++j) sum += std::exp(static_cast<double>(row[j]) - max_logit);
       const double log_sum = std::log(sum);

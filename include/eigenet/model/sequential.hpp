@@ -77,7 +77,7 @@ class Sequential : public Layer<Scalar> {
 
   Shape output_shape(const Shape& input) const override {
     Shape shape = input;
-    for (const auto& layer : layers_) shape = layer->output_shape(shape);
+    for (std::size_t i = 0; i < layers_.size(); ++i) shape = layer_output_shape(i, shape);
     return shape;
   }
 
@@ -91,7 +91,7 @@ class Sequential : public Layer<Scalar> {
     if (layers_.empty()) throw StateError("Sequential: forward on an empty model");
     ConstView<Scalar> input = x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      activations_[i].resize(layers_[i]->output_shape(input.shape));
+      activations_[i].resize(layer_output_shape(i, input.shape));
       layers_[i]->forward_into(input, activations_[i].view());
       input = activations_[i].view();
     }
@@ -139,6 +139,16 @@ class Sequential : public Layer<Scalar> {
   }
 
  private:
+  /// Layer i's output shape for `input`. Its ShapeError gains the layer's position, so a
+  /// mismatch is located even between layers of the same name (two Dense(64 -> 64)).
+  Shape layer_output_shape(std::size_t i, const Shape& input) const {
+    try {
+      return layers_[i]->output_shape(input);
+    } catch (const ShapeError& error) {
+      throw ShapeError(detail::concat("Sequential layer ", i, ": ", error.what()));
+    }
+  }
+
   std::vector<std::unique_ptr<Layer<Scalar>>> layers_;
   std::vector<Buffer<Scalar>> activations_;  // activations_[i]: output of layer i
   Buffer<Scalar> grad_a_, grad_b_;           // ping-pong gradient buffers
