@@ -1,0 +1,304 @@
+#!/usr/bin/python3
+"""Writes eigenet's golden test data: PyTorch's answers for BatchNorm, Dropout, SGD, Adam and
+softmax cross-entropy, as small text files beside this script.
+
+Run (from anywhere; needs Debian's python3-torch, installed by `scripts/setup.sh --golden`):
+
+    /usr/bin/python3 tests/golden/generate.py
+
+The output is deterministic (fixed seeds, no timestamps), so regenerating with the same
+PyTorch gives byte-identical files and `git diff` shows any change. The C++ tests read the
+committed files (tests/support/golden.hpp) and need no Python.
+
+Every computation runs in torch.float64: PyTorch's float32 BatchNorm loses digits when the
+inputs have a large mean. Every input (x, dy, gamma, beta, logits, gradients, ...) is rounded
+to a float32-representable value before the float64 computation, so the C++ tests run the
+very same inputs in float and in double and compare both with the float64 answer.
+
+File format (one file per case, UTF-8 text):
+
+    # comment                      lines starting with '#' and blank lines are ignored
+    NAME EXTENT... : VALUE...      one array per line
+
+NAME is [A-Za-z0-9_]+. The EXTENTs (zero or more non-negative integers, outermost first)
+give the shape; no extent means a scalar (one value). Then a lone ':' and exactly
+prod(EXTENTs) values in row-major (C) order, as Python's repr of a float64, which reads
+back exactly with strtod. Integers (class labels, flags) are written the same way.
+"""
+
+import math
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+OUT = Path(__file__).resolve().parent
+DTYPE = torch.float64
+
+
+def torch_package():
+    """The Debian package version, when PyTorch came from Debian (its __version__ says 1.13.0a0)."""
+    try:
+        return subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Version}", "python3-torch"], capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "not from a Debian package"
+
+
+TORCH = f"PyTorch {torch.__version__} ({torch_package()}), Python {platform.python_version()}"
+
+
+def f32(t):
+    """t rounded to float32 values, held as float64."""
+    return t.to(torch.float32).to(DTYPE)
+
+
+def randn(*shape, mean=0.0, std=1.0):
+    return f32(mean + std * torch.randn(*shape, dtype=DTYPE))
+
+
+def uniform(low, high, *shape):
+    return f32(low + (high - low) * torch.rand(*shape, dtype=DTYPE))
+
+
+class Writer:
+    def __init__(self, name, description):
+        self.path = OUT / f"{name}.txt"
+        self.lines = [
+            f"# eigenet golden data: {description}",
+            f"# produced by: /usr/bin/python3 tests/golden/generate.py (case '{name}')",
+            f"# with {TORCH}, all in torch.float64",
+            "# format: NAME EXTENT... : VALUE...   (row-major; see generate.py)",
+        ]
+
+    def comment(self, text):
+        self.lines.append(f"# {text}")
+
+    def array(self, name, value):
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to(DTYPE).contiguous()
+            shape = list(t.shape)
+            values = t.reshape(-1).tolist()
+        else:
+            shape = []
+            values = [float(value)]
+        assert all(math.isfinite(v) for v in values), name
+        extents = "".join(f" {e}" for e in shape)
+        self.lines.append(f"{name}{extents} : " + " ".join(repr(float(v)) for v in values))
+
+    def write(self):
+        self.path.write_text("\n".join(self.lines) + "\n")
+        print(f"wrote {self.path.relative_to(OUT.parent.parent)}")
+
+
+# --- BatchNorm -------------------------------------------------------------------------
+
+def batchnorm_case(name, module, shape, eps, momentum, seed, mean=0.0, std=1.0):
+    """Three training steps (forward, backward, running statistics after each), then one
+    inference step (forward and backward with the running statistics)."""
+    torch.manual_seed(seed)
+    channels = shape[1]
+    bn = module(channels, eps=eps, momentum=momentum, dtype=DTYPE)
+    gamma = uniform(0.5, 2.0, channels)
+    beta = randn(channels)
+    with torch.no_grad():
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(beta)
+
+    w = Writer(name, f"{module.__name__}({channels}, eps={eps}, momentum={momentum}) on {tuple(shape)}")
+    w.comment("training steps k = 1, 2, 3: x_k, dy_k -> y_k, dx_k, dgamma_k, dbeta_k (gradients of that step")
+    w.comment("alone), running_mean_k, running_var_k; then eval mode with the running statistics of step 3")
+    w.array("eps", eps)
+    w.array("momentum", momentum)
+    w.array("gamma", gamma)
+    w.array("beta", beta)
+
+    def step(tag, training):
+        bn.train(training)
+        x = randn(*shape, mean=mean, std=std).requires_grad_(True)
+        dy = randn(*shape)
+        bn.zero_grad(set_to_none=True)
+        y = bn(x)
+        y.backward(dy)
+        for key, value in [("x", x), ("dy", dy), ("y", y), ("dx", x.grad), ("dgamma", bn.weight.grad),
+                           ("dbeta", bn.bias.grad)]:
+            w.array(f"{key}_{tag}", value)
+        if training:
+            w.array(f"running_mean_{tag}", bn.running_mean)
+            w.array(f"running_var_{tag}", bn.running_var)
+
+    for k in (1, 2, 3):
+        step(str(k), training=True)
+    assert int(bn.num_batches_tracked) == 3
+    step("eval", training=False)
+    w.write()
+
+
+def large_mean_case(name, module, shape, seed):
+    """Inputs 10000 + randn: training forward, backward and running statistics of one
+    step (the float path must not lose the digits below the common offset)."""
+    torch.manual_seed(seed)
+    channels = shape[1]
+    bn = module(channels, dtype=DTYPE)
+    w = Writer(name, f"{module.__name__}({channels}) defaults, one training step on {tuple(shape)} "
+                     "with x = 10000 + randn (rounded to float32)")
+    gamma = uniform(0.5, 2.0, channels)
+    beta = randn(channels)
+    with torch.no_grad():
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(beta)
+    x = randn(*shape, mean=10000.0).requires_grad_(True)
+    dy = randn(*shape)
+    y = bn(x)
+    y.backward(dy)
+    w.array("eps", bn.eps)
+    w.array("momentum", bn.momentum)
+    w.array("gamma", gamma)
+    w.array("beta", beta)
+    for key, value in [("x", x), ("dy", dy), ("y", y), ("dx", x.grad), ("dgamma", bn.weight.grad),
+                       ("dbeta", bn.bias.grad), ("running_mean", bn.running_mean), ("running_var", bn.running_var)]:
+        w.array(key, value)
+    w.write()
+
+
+# --- Dropout ---------------------------------------------------------------------------
+
+def dropout_cases():
+    torch.manual_seed(300)
+    shape = (4, 5, 6)
+    # |x| >= 0.25, so a kept element is never 0 and y == 0 exactly marks a dropped one.
+    x = randn(*shape)
+    x = torch.where(x.abs() < 0.25, torch.sign(x) * 0.25 + 0.25 * (x == 0), x)
+    dy = randn(*shape)
+
+    def run(p, training, dtype):
+        xi = x.detach().to(dtype).clone().requires_grad_(True)
+        y = F.dropout(xi, p=p, training=training)
+        y.backward(dy.to(dtype))
+        return y, xi.grad
+
+    for p, tag in [(0.0, "p0"), (1.0, "p1"), (0.3, "p0_3")]:
+        w = Writer(f"dropout_{tag}", f"torch.nn.functional.dropout with p={p}")
+        w.comment("x, dy: inputs; {train,eval}_y, {train,eval}_dx: PyTorch's output and input gradient in float64;")
+        w.comment("for 0 < p < 1 also PyTorch's keep scale (the value a kept 1.0 becomes) in float64 and float32,")
+        w.comment("and PyTorch's float32 training output for x (its own random mask)")
+        w.array("p", p)
+        w.array("x", x)
+        w.array("dy", dy)
+        torch.manual_seed(301)
+        y, dx = run(p, True, DTYPE)
+        w.array("train_y", y)
+        w.array("train_dx", dx)
+        y, dx = run(p, False, DTYPE)
+        w.array("eval_y", y)
+        w.array("eval_dx", dx)
+        if 0.0 < p < 1.0:
+            ones = 100000
+            for dtype, key in [(torch.float64, "scale_float64"), (torch.float32, "scale_float32")]:
+                kept = F.dropout(torch.ones(ones, dtype=dtype), p=p, training=True)
+                values = kept[kept != 0].unique()
+                assert values.numel() == 1, values
+                w.array(key, values[0])
+            y32, dx32 = run(p, True, torch.float32)
+            w.array("train_y_float32", y32)
+            w.array("train_dx_float32", dx32)
+        w.write()
+
+
+# --- Optimisers ------------------------------------------------------------------------
+
+STEPS = 5
+PARAMS = 7
+
+
+def optimizer_case(name, make, options, seed):
+    torch.manual_seed(seed)
+    theta = torch.nn.Parameter(randn(PARAMS))
+    grads = [randn(PARAMS) for _ in range(STEPS)]
+    opt = make([theta], **options)
+    w = Writer(name, f"torch.optim.{make.__name__}({options}), {STEPS} steps on a vector of {PARAMS}")
+    w.comment("param_0: initial values; grad_k: the gradient set before step k; param_k: values after step k")
+    for key, value in options.items():
+        if key == "betas":
+            w.array("beta1", value[0])
+            w.array("beta2", value[1])
+        else:
+            w.array(key, float(value))
+    w.array("steps", STEPS)
+    w.array("param_0", theta)
+    for k, grad in enumerate(grads, start=1):
+        theta.grad = grad.clone()
+        opt.step()
+        w.array(f"grad_{k}", grad)
+        w.array(f"param_{k}", theta)
+    w.write()
+
+
+def optimizer_cases():
+    sgd = torch.optim.SGD
+    adam = torch.optim.Adam
+    optimizer_case("sgd_plain", sgd, dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False), 400)
+    optimizer_case("sgd_momentum", sgd, dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False),
+                   401)
+    optimizer_case("sgd_momentum_decay", sgd,
+                   dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-2, nesterov=False), 402)
+    optimizer_case("sgd_dampening_decay", sgd,
+                   dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-2, nesterov=False), 403)
+    optimizer_case("sgd_nesterov", sgd, dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True), 404)
+    optimizer_case("sgd_nesterov_decay", sgd,
+                   dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-2, nesterov=True), 405)
+    optimizer_case("adam_default", adam, dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0), 410)
+    optimizer_case("adam_decay", adam, dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2), 411)
+    optimizer_case("adam_custom", adam, dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1), 412)
+
+
+# --- Softmax cross-entropy -------------------------------------------------------------
+
+def cross_entropy_case(name, logits, labels):
+    logits = f32(logits).requires_grad_(True)
+    loss = F.cross_entropy(logits, labels, reduction="mean")
+    loss.backward()
+    w = Writer(name, f"torch.nn.functional.cross_entropy(logits, labels, reduction='mean') on {tuple(logits.shape)}")
+    w.array("logits", logits)
+    w.array("labels", labels)
+    w.array("loss", loss)
+    w.array("dlogits", logits.grad)
+    w.write()
+
+
+def cross_entropy_cases():
+    torch.manual_seed(500)
+    cross_entropy_case("cross_entropy", 3 * torch.randn(6, 5, dtype=DTYPE), torch.tensor([0, 4, 2, 2, 1, 3]))
+    torch.manual_seed(501)
+    logits = torch.randn(6, 5, dtype=DTYPE)
+    logits[0, 1] = 1e4  # one dominant logit, the label elsewhere: loss ≈ 1e4
+    logits[1, 3] = -1e4  # the label on a vanishing logit: loss ≈ 1e4
+    logits[2] = torch.tensor([1e4, 1e4 - 1, 1e4 - 2.5, -1e4, 0.0])  # large common offset, non-trivial softmax
+    logits[3] = torch.tensor([-1e4, -1e4 + 0.5, -1e4 - 1, -1e4 + 2, -1e4])  # all logits very negative
+    logits[4] = torch.tensor([1e4, -1e4, 1e4, -1e4, 1e4])  # exact ties at the top
+    cross_entropy_case("cross_entropy_large", logits, torch.tensor([2, 3, 1, 3, 4, 0]))
+
+
+def main():
+    if torch.__version__.split(".")[:2] != ["1", "13"]:
+        print(f"warning: the committed files were made with PyTorch 1.13, this is {torch.__version__}",
+              file=sys.stderr)
+    torch.set_num_threads(1)
+    for module, shape in [(torch.nn.BatchNorm1d, (6, 4)), (torch.nn.BatchNorm2d, (3, 4, 3, 5))]:
+        prefix = module.__name__.lower()
+        batchnorm_case(f"{prefix}_default", module, shape, eps=1e-5, momentum=0.1, seed=100 + len(shape))
+        batchnorm_case(f"{prefix}_eps1e-3_momentum0.3", module, shape, eps=1e-3, momentum=0.3,
+                       seed=110 + len(shape), mean=2.0, std=3.0)
+    batchnorm_case("batchnorm1d_ncl_default", torch.nn.BatchNorm1d, (4, 3, 5), eps=1e-5, momentum=0.1, seed=120)
+    large_mean_case("batchnorm1d_large_mean", torch.nn.BatchNorm1d, (64, 3), seed=200)
+    large_mean_case("batchnorm2d_large_mean", torch.nn.BatchNorm2d, (4, 3, 5, 5), seed=201)
+    dropout_cases()
+    optimizer_cases()
+    cross_entropy_cases()
+
+
+if __name__ == "__main__":
+    main()
