@@ -140,7 +140,8 @@ ChannelStats channel_stats(const Scalar* x, Index samples, Index channels, Index
     detail::VectorMap<double> sum(acc, channels), sq(acc + channels, channels);
     const Scalar* sample = x + n * row;
     if (spatial == 1) {
-      const Eigen::ArrayXd dev = ConstVectorMap<Scalar>(sample, channels).template cast<double>() - shift;
+      // An expression, not an ArrayXd: no allocation per row; it is recomputed from L1.
+      const auto dev = ConstVectorMap<Scalar>(sample, channels).template cast<double>() - shift;
       sum += dev;
       sq += dev.square();
     } else {
@@ -202,7 +203,7 @@ ChannelGradSums channel_grad_sums(const Scalar* x, const Scalar* grad, Index sam
     detail::VectorMap<double> sum_g(acc, channels), sum_gx(acc + channels, channels);
     const Index at = n * row;
     if (spatial == 1) {
-      const Eigen::ArrayXd g = ConstVectorMap<Scalar>(grad + at, channels).template cast<double>();
+      const auto g = ConstVectorMap<Scalar>(grad + at, channels).template cast<double>();  // no allocation
       sum_g += g;
       sum_gx += g * (ConstVectorMap<Scalar>(x + at, channels).template cast<double>() - shift);
     } else {
