@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,7 @@ class BatchNorm : public Layer<Scalar> {
   }
 
   std::string name() const override { return detail::concat("BatchNorm(", channels_, ")"); }
+  std::unique_ptr<Layer<Scalar>> clone() const override { return std::make_unique<BatchNorm>(*this); }
 
   Shape output_shape(const Shape& input) const override {
     if (input.size() < 2)

@@ -14,6 +14,7 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,7 @@ class Dense : public Layer<Scalar> {
   }
 
   std::string name() const override { return detail::concat("Dense(", in_, " -> ", out_, ")"); }
+  std::unique_ptr<Layer<Scalar>> clone() const override { return std::make_unique<Dense>(*this); }
 
   Shape output_shape(const Shape& input) const override {
     if (input.size() != 2 || input[1] != in_ || input[0] < 1)

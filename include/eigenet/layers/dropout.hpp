@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "eigenet/kernels/dropout.hpp"
@@ -27,6 +28,7 @@ class Dropout : public Layer<Scalar> {
   }
 
   std::string name() const override { return detail::concat("Dropout(p=", p_, ")"); }
+  std::unique_ptr<Layer<Scalar>> clone() const override { return std::make_unique<Dropout>(*this); }
 
   Shape output_shape(const Shape& input) const override { return input; }
 

@@ -9,6 +9,10 @@
 //                       (accumulation over micro-batches works; zero_grad() resets).
 //                       Backward uses the mode of the forward it follows.
 //   train() / eval()    switch the mode; layers start in training mode, as in PyTorch.
+//                       A layer may hold a mode of its own that a parent's train()/eval()
+//                       does not undo (a frozen BatchNorm, a Monte-Carlo Dropout).
+//   clone()             a deep copy: parameters, gradients, running state and mode; the
+//                       copy shares nothing with the original.
 //
 // x is passed to backward again (llm.c's convention: inputs are explicit arguments), so a
 // layer keeps only O(parameters) state between the two calls, never a copy of its input.
@@ -32,6 +36,12 @@ struct Parameter {
   Scalar* value = nullptr;
   Scalar* grad = nullptr;
   Index size = 0;
+  // The owning layer's flag for "held fixed" (a frozen BatchNorm's γ and β), read at every
+  // optimiser step, so freezing after the optimiser was built still takes effect. Null:
+  // always trainable.
+  const bool* frozen = nullptr;
+
+  bool is_frozen() const { return frozen != nullptr && *frozen; }
 };
 
 template <typename Scalar>
@@ -49,6 +59,9 @@ class Layer {
 
   /// A short, human-readable description, e.g. "BatchNorm(64)".
   virtual std::string name() const = 0;
+
+  /// A deep copy of the layer (parameters, gradients, running state, mode).
+  virtual std::unique_ptr<Layer> clone() const = 0;
 
   /// The shape forward returns for an input of `input` shape; throws ShapeError if the
   /// layer does not accept it.

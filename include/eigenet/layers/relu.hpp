@@ -2,6 +2,7 @@
 // choice of 0 for the subgradient at x = 0).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "eigenet/kernels/parallel.hpp"
@@ -13,6 +14,7 @@ template <typename Scalar>
 class ReLU : public Layer<Scalar> {
  public:
   std::string name() const override { return "ReLU"; }
+  std::unique_ptr<Layer<Scalar>> clone() const override { return std::make_unique<ReLU>(*this); }
   Shape output_shape(const Shape& input) const override { return input; }
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {

@@ -3,6 +3,9 @@
 // An optimiser holds the parameters it was given (Sequential::parameters()) and per-
 // parameter state. step() reads each parameter's grad; zero_grad() clears them (backward
 // accumulates into grad, so clear once per step, or once per group of micro-batches).
+// A parameter that is frozen at the time of a step (Parameter::is_frozen, e.g. a frozen
+// BatchNorm's γ and β) is skipped entirely: no update, no weight decay, no state change,
+// as PyTorch skips a parameter whose grad is None.
 //
 // SGD, as torch.optim.SGD:   g ← grad + weight_decay · θ
 //   momentum μ > 0:          b ← g (first step),  b ← μ b + (1 − dampening) g (after)
@@ -76,6 +79,7 @@ class SGD : public Optimizer<Scalar> {
     if (options.nesterov && (options.momentum <= 0.0 || options.dampening != 0.0))
       throw ValueError("SGD: nesterov needs momentum > 0 and dampening 0");
     momentum_buffers_ = this->zero_state_like(this->parameters_);
+    has_buffer_.assign(this->parameters_.size(), false);
   }
 
   void step() override {
@@ -83,23 +87,25 @@ class SGD : public Optimizer<Scalar> {
     const auto decay = static_cast<Scalar>(options_.weight_decay), damp = static_cast<Scalar>(1.0 - options_.dampening);
     for (std::size_t k = 0; k < this->parameters_.size(); ++k) {
       const Parameter<Scalar>& p = this->parameters_[k];
+      if (p.is_frozen()) continue;
+      const bool first_step = !has_buffer_[k];
+      has_buffer_[k] = true;
       Scalar* buffer = momentum_buffers_[k].data();
       for (Index i = 0; i < p.size; ++i) {
         Scalar g = p.grad[i] + decay * p.value[i];
         if (options_.momentum > 0.0) {
-          buffer[i] = first_step_ ? g : mu * buffer[i] + damp * g;
+          buffer[i] = first_step ? g : mu * buffer[i] + damp * g;
           g = options_.nesterov ? g + mu * buffer[i] : buffer[i];
         }
         p.value[i] -= lr * g;
       }
     }
-    first_step_ = false;
   }
 
  private:
   SGDOptions options_;
   std::vector<std::vector<Scalar>> momentum_buffers_;
-  bool first_step_ = true;
+  std::vector<bool> has_buffer_;  // per parameter: a step has filled its momentum buffer
 };
 
 struct AdamOptions {
@@ -123,17 +129,20 @@ class Adam : public Optimizer<Scalar> {
           detail::concat("Adam: betas should be in [0, 1), not (", options.beta1, ", ", options.beta2, ")"));
     first_moment_ = this->zero_state_like(this->parameters_);
     second_moment_ = this->zero_state_like(this->parameters_);
+    parameter_steps_.assign(this->parameters_.size(), 0);
   }
 
   void step() override {
     ++steps_;
-    const double t = static_cast<double>(steps_);
-    const auto step_size = static_cast<Scalar>(options_.lr / (1.0 - std::pow(options_.beta1, t)));
-    const auto sqrt_correction2 = static_cast<Scalar>(std::sqrt(1.0 - std::pow(options_.beta2, t)));
     const auto b1 = static_cast<Scalar>(options_.beta1), b2 = static_cast<Scalar>(options_.beta2);
     const auto eps = static_cast<Scalar>(options_.eps), decay = static_cast<Scalar>(options_.weight_decay);
     for (std::size_t k = 0; k < this->parameters_.size(); ++k) {
       const Parameter<Scalar>& p = this->parameters_[k];
+      if (p.is_frozen()) continue;
+      // t counts this parameter's own updates (PyTorch keeps state["step"] per parameter).
+      const double t = static_cast<double>(++parameter_steps_[k]);
+      const auto step_size = static_cast<Scalar>(options_.lr / (1.0 - std::pow(options_.beta1, t)));
+      const auto sqrt_correction2 = static_cast<Scalar>(std::sqrt(1.0 - std::pow(options_.beta2, t)));
       Scalar* m = first_moment_[k].data();
       Scalar* v = second_moment_[k].data();
       for (Index i = 0; i < p.size; ++i) {
@@ -145,12 +154,14 @@ class Adam : public Optimizer<Scalar> {
     }
   }
 
+  /// Calls of step() so far.
   long long steps() const { return steps_; }
 
  private:
   AdamOptions options_;
   std::vector<std::vector<Scalar>> first_moment_, second_moment_;
   long long steps_ = 0;
+  std::vector<long long> parameter_steps_;  // per parameter: updates it has received
 };
 
 }  // namespace eigenet

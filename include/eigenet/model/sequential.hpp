@@ -75,6 +75,19 @@ class Sequential : public Layer<Scalar> {
     return text + ")";
   }
 
+  /// A deep copy: every layer cloned, the mode kept; activation buffers start empty.
+  std::unique_ptr<Layer<Scalar>> clone() const override { return std::make_unique<Sequential>(deep_copy()); }
+
+  Sequential deep_copy() const {
+    Sequential copy;
+    copy.Layer<Scalar>::set_training(this->is_training());
+    for (const auto& layer : layers_) {
+      copy.layers_.push_back(layer->clone());
+      copy.activations_.emplace_back();
+    }
+    return copy;
+  }
+
   Shape output_shape(const Shape& input) const override {
     Shape shape = input;
     for (std::size_t i = 0; i < layers_.size(); ++i) shape = layer_output_shape(i, shape);
