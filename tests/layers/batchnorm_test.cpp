@@ -58,7 +58,7 @@ TEST(BatchNorm, StartsWithPyTorchDefaultsInTrainingMode) {
   EXPECT_TRUE(bn.is_training());
   EXPECT_EQ(bn.num_features(), 3);
   EXPECT_DOUBLE_EQ(bn.options().eps, 1e-5);
-  EXPECT_DOUBLE_EQ(bn.options().momentum, 0.1);
+  EXPECT_DOUBLE_EQ(bn.options().momentum.value(), 0.1);
   EXPECT_EQ(bn.num_batches_tracked(), 0);
   for (Index c = 0; c < 3; ++c) {
     EXPECT_EQ(bn.weight()(c), 1.0f);

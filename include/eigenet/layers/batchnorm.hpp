@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,51 @@
 
 namespace eigenet {
 
+/// Where the channels are: dim 1 (PyTorch, channels-first (N, C, ...)) or the last dim
+/// (Keras axis=-1, channels-last (N, ..., C)).
+enum class ChannelAxis { First, Last };
+
+/// Which variance of a batch the running variance averages.
+enum class RunningVariance {
+  Unbiased,  // Σ(x − mean)²/(M − 1): PyTorch
+  Biased,    // Σ(x − mean)²/M: Keras (it removes TensorFlow's Bessel correction)
+};
+
+/// What a training batch (or ghost chunk) with one value per channel does.
+enum class SingleValueBatch {
+  Throw,            // ValueError, as PyTorch ("Expected more than 1 value per channel")
+  UseRunningStats,  // normalise that chunk with the running statistics, leave them unchanged
+};
+
 struct BatchNormOptions {
-  double eps = 1e-5;
-  double momentum = 0.1;  // weight of the new batch in the running statistics
+  double eps = 1e-5;  // added to the variance inside the square root
+  /// Weight of the NEW batch in the running statistics, in [0, 1]; std::nullopt: a
+  /// cumulative average over all batches so far (PyTorch's momentum=None), weight 1/k for
+  /// batch k.
+  std::optional<double> momentum = 0.1;
+  bool affine = true;               // learnable γ and β; without, γ = 1 and β = 0, no parameters
+  bool track_running_stats = true;  // without, batch statistics are used in both modes
+  ChannelAxis channel_axis = ChannelAxis::First;
+  RunningVariance running_variance = RunningVariance::Unbiased;
+  /// Ghost batch normalisation: in training, statistics per chunk of this many samples
+  /// (0 = off: the whole batch is one chunk). The last chunk may be smaller.
+  Index virtual_batch_size = 0;
+  SingleValueBatch single_value_batch = SingleValueBatch::Throw;
+
+  /// PyTorch's defaults (BatchNorm1d/2d/3d).
+  static BatchNormOptions pytorch() { return {}; }
+
+  /// Keras' BatchNormalization defaults: momentum 0.99 weighting the OLD value (0.01 for
+  /// the new batch here), eps 1e-3, channels last, the biased variance in the running
+  /// variance.
+  static BatchNormOptions keras(double keras_momentum = 0.99, double keras_epsilon = 1e-3) {
+    BatchNormOptions options;
+    options.momentum = 1.0 - keras_momentum;
+    options.eps = keras_epsilon;
+    options.channel_axis = ChannelAxis::Last;
+    options.running_variance = RunningVariance::Biased;
+    return options;
+  }
 };
 
 template <typename Scalar>
@@ -41,8 +84,8 @@ class BatchNorm : public Layer<Scalar> {
       throw ValueError(detail::concat("BatchNorm: num_features should be at least 1, not ", num_features));
     if (!(options.eps > 0.0) || !std::isfinite(options.eps))
       throw ValueError(detail::concat("BatchNorm: eps should be positive and finite, not ", options.eps));
-    if (!(options.momentum >= 0.0 && options.momentum <= 1.0))
-      throw ValueError(detail::concat("BatchNorm: momentum should be in [0, 1], not ", options.momentum));
+    if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0))
+      throw ValueError(detail::concat("BatchNorm: momentum should be in [0, 1] or none, not ", *options.momentum));
     weight_ = Tensor<Scalar, 1>(channels_);
     weight_.setConstant(Scalar(1));
     bias_ = Tensor<Scalar, 1>(channels_);
@@ -153,7 +196,7 @@ class BatchNorm : public Layer<Scalar> {
   }
 
   void update_running_stats(const kernels::ChannelStats& stats) {
-    const double momentum = options_.momentum;
+    const double momentum = options_.momentum ? *options_.momentum : 1.0 / static_cast<double>(batches_tracked_ + 1);
     const Eigen::ArrayXd unbiased = stats.unbiased_variance();
     for (Index c = 0; c < channels_; ++c) {
       running_mean_(c) =
