@@ -96,44 +96,145 @@ class Writer:
 
 # --- BatchNorm -------------------------------------------------------------------------
 
-def batchnorm_case(name, module, shape, eps, momentum, seed, mean=0.0, std=1.0):
+def batchnorm_case(name, module, shape, eps, momentum, seed, mean=0.0, std=1.0, affine=True,
+                   track_running_stats=True, channels_last=False):
     """Three training steps (forward, backward, running statistics after each), then one
-    inference step (forward and backward with the running statistics)."""
+    inference step (forward and backward with the running statistics, or with batch
+    statistics when track_running_stats is off). momentum None is PyTorch's cumulative
+    average. channels_last: x has its channels on the last axis (Keras axis=-1); PyTorch
+    runs on x moved to channels-first and its results are moved back."""
     torch.manual_seed(seed)
-    channels = shape[1]
-    bn = module(channels, eps=eps, momentum=momentum, dtype=DTYPE)
+    channels = shape[-1] if channels_last else shape[1]
+    bn = module(channels, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats,
+                dtype=DTYPE)
     gamma = uniform(0.5, 2.0, channels)
     beta = randn(channels)
-    with torch.no_grad():
-        bn.weight.copy_(gamma)
-        bn.bias.copy_(beta)
+    if affine:
+        with torch.no_grad():
+            bn.weight.copy_(gamma)
+            bn.bias.copy_(beta)
 
-    w = Writer(name, f"{module.__name__}({channels}, eps={eps}, momentum={momentum}) on {tuple(shape)}")
+    options = f"eps={eps}, momentum={momentum}, affine={affine}, track_running_stats={track_running_stats}"
+    layout = "channels last, moved to channels first for PyTorch" if channels_last else "channels first"
+    w = Writer(name, f"{module.__name__}({channels}, {options}) on {tuple(shape)} ({layout})")
     w.comment("training steps k = 1, 2, 3: x_k, dy_k -> y_k, dx_k, dgamma_k, dbeta_k (gradients of that step")
     w.comment("alone), running_mean_k, running_var_k; then eval mode with the running statistics of step 3")
+    w.comment("options: momentum_none 1 means momentum=None (cumulative average; 'momentum' is then unused);")
+    w.comment("affine 0: no weight and bias (gamma/beta unused, dgamma/dbeta absent); channels_last 1: channel axis -1")
     w.array("eps", eps)
-    w.array("momentum", momentum)
+    w.array("momentum", 0.0 if momentum is None else momentum)
+    w.array("momentum_none", 1.0 if momentum is None else 0.0)
+    w.array("affine", 1.0 if affine else 0.0)
+    w.array("track_running_stats", 1.0 if track_running_stats else 0.0)
+    w.array("channels_last", 1.0 if channels_last else 0.0)
     w.array("gamma", gamma)
     w.array("beta", beta)
+
+    def to_torch(t):
+        return t.movedim(-1, 1) if channels_last else t
+
+    def from_torch(t):
+        return t.movedim(1, -1) if channels_last else t
 
     def step(tag, training):
         bn.train(training)
         x = randn(*shape, mean=mean, std=std).requires_grad_(True)
         dy = randn(*shape)
         bn.zero_grad(set_to_none=True)
-        y = bn(x)
+        y = from_torch(bn(to_torch(x)))
         y.backward(dy)
-        for key, value in [("x", x), ("dy", dy), ("y", y), ("dx", x.grad), ("dgamma", bn.weight.grad),
-                           ("dbeta", bn.bias.grad)]:
-            w.array(f"{key}_{tag}", value)
-        if training:
+        arrays = [("x", x), ("dy", dy), ("y", y), ("dx", x.grad)]
+        if affine:
+            arrays += [("dgamma", bn.weight.grad), ("dbeta", bn.bias.grad)]
+        for key, value in arrays:
+            w.array(f"{key}_{tag}", value.contiguous())
+        if training and track_running_stats:
             w.array(f"running_mean_{tag}", bn.running_mean)
             w.array(f"running_var_{tag}", bn.running_var)
 
     for k in (1, 2, 3):
         step(str(k), training=True)
-    assert int(bn.num_batches_tracked) == 3
+    if track_running_stats:
+        assert int(bn.num_batches_tracked) == 3
     step("eval", training=False)
+    w.write()
+
+
+def keras_case(name, shape, seed, keras_momentum=0.99, epsilon=1e-3):
+    """Keras BatchNormalization(axis=-1) by its published formulas, evaluated (and
+    differentiated) with PyTorch autograd in float64; Keras itself is not available here.
+        training: mean, var = moments over all axes but the last (var BIASED)
+                  y = gamma (x - mean) / sqrt(var + epsilon) + beta
+                  moving_mean = m moving_mean + (1 - m) mean
+                  moving_variance = m moving_variance + (1 - m) var      (m weights the OLD value)
+        inference: the same y with moving_mean and moving_variance."""
+    torch.manual_seed(seed)
+    channels = shape[-1]
+    axes = tuple(range(len(shape) - 1))
+    gamma = uniform(0.5, 2.0, channels).requires_grad_(True)
+    beta = randn(channels).requires_grad_(True)
+    moving_mean = torch.zeros(channels, dtype=DTYPE)
+    moving_variance = torch.ones(channels, dtype=DTYPE)
+    w = Writer(name, f"Keras BatchNormalization(axis=-1, momentum={keras_momentum}, epsilon={epsilon}) formulas "
+                     f"on {tuple(shape)}")
+    w.comment("training steps k = 1, 2, 3 then inference, as in the batchnorm*_ files; running_* are Keras'")
+    w.comment("moving_mean / moving_variance (which holds the biased batch variance)")
+    w.array("keras_momentum", keras_momentum)
+    w.array("epsilon", epsilon)
+    w.array("gamma", gamma)
+    w.array("beta", beta)
+    for tag in ("1", "2", "3", "eval"):
+        x = randn(*shape, mean=1.5, std=2.0).requires_grad_(True)
+        dy = randn(*shape)
+        gamma.grad = None
+        beta.grad = None
+        if tag != "eval":
+            mean = x.mean(dim=axes)
+            var = ((x - mean) ** 2).mean(dim=axes)
+        else:
+            mean, var = moving_mean, moving_variance
+        y = gamma * (x - mean) / torch.sqrt(var + epsilon) + beta
+        y.backward(dy)
+        for key, value in [("x", x), ("dy", dy), ("y", y), ("dx", x.grad), ("dgamma", gamma.grad),
+                           ("dbeta", beta.grad)]:
+            w.array(f"{key}_{tag}", value)
+        if tag != "eval":
+            with torch.no_grad():
+                moving_mean = keras_momentum * moving_mean + (1 - keras_momentum) * mean.detach()
+                moving_variance = keras_momentum * moving_variance + (1 - keras_momentum) * var.detach()
+            w.array(f"running_mean_{tag}", moving_mean)
+            w.array(f"running_var_{tag}", moving_variance)
+    w.write()
+
+
+def ghost_case(name, shape, virtual_batch_size, seed):
+    """Ghost batch normalisation by its definition: PyTorch's BatchNorm1d/2d applied to each
+    chunk of virtual_batch_size samples in turn (each chunk one training batch: its own
+    statistics, one running-statistics update per chunk, in order), on one batch; the
+    gradients are those of the concatenated output."""
+    torch.manual_seed(seed)
+    channels = shape[1]
+    module = torch.nn.BatchNorm1d if len(shape) <= 3 else torch.nn.BatchNorm2d
+    bn = module(channels, dtype=DTYPE)
+    gamma = uniform(0.5, 2.0, channels)
+    beta = randn(channels)
+    with torch.no_grad():
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(beta)
+    w = Writer(name, f"ghost batch norm: {module.__name__}({channels}) defaults on chunks of {virtual_batch_size} "
+                     f"samples of a {tuple(shape)} batch")
+    w.comment("x, dy -> y, dx, dgamma, dbeta, running_mean, running_var after the batch (one update per chunk)")
+    w.array("virtual_batch_size", virtual_batch_size)
+    w.array("gamma", gamma)
+    w.array("beta", beta)
+    x = randn(*shape, mean=0.5, std=1.5).requires_grad_(True)
+    dy = randn(*shape)
+    y = torch.cat([bn(chunk) for chunk in torch.split(x, virtual_batch_size, dim=0)], dim=0)
+    y.backward(dy)
+    w.array("chunks", int(bn.num_batches_tracked))
+    for key, value in [("x", x), ("dy", dy), ("y", y), ("dx", x.grad), ("dgamma", bn.weight.grad),
+                       ("dbeta", bn.bias.grad), ("running_mean", bn.running_mean), ("running_var", bn.running_var)]:
+        w.array(key, value)
     w.write()
 
 
@@ -293,6 +394,25 @@ def main():
         batchnorm_case(f"{prefix}_eps1e-3_momentum0.3", module, shape, eps=1e-3, momentum=0.3,
                        seed=110 + len(shape), mean=2.0, std=3.0)
     batchnorm_case("batchnorm1d_ncl_default", torch.nn.BatchNorm1d, (4, 3, 5), eps=1e-5, momentum=0.1, seed=120)
+    batchnorm_case("batchnorm3d_default", torch.nn.BatchNorm3d, (3, 2, 2, 3, 4), eps=1e-5, momentum=0.1, seed=121)
+    batchnorm_case("batchnorm2d_no_affine", torch.nn.BatchNorm2d, (3, 4, 2, 3), eps=1e-5, momentum=0.1, seed=122,
+                   affine=False)
+    batchnorm_case("batchnorm1d_no_running_stats", torch.nn.BatchNorm1d, (5, 3), eps=1e-5, momentum=0.1, seed=123,
+                   track_running_stats=False)
+    batchnorm_case("batchnorm2d_no_running_stats_no_affine", torch.nn.BatchNorm2d, (2, 3, 2, 2), eps=1e-5,
+                   momentum=0.1, seed=124, affine=False, track_running_stats=False)
+    batchnorm_case("batchnorm1d_momentum_none", torch.nn.BatchNorm1d, (6, 4), eps=1e-5, momentum=None, seed=125,
+                   mean=-1.0, std=2.0)
+    batchnorm_case("batchnorm2d_channels_last", torch.nn.BatchNorm2d, (3, 2, 3, 4), eps=1e-5, momentum=0.1, seed=126,
+                   channels_last=True)
+    batchnorm_case("batchnorm1d_nlc_channels_last", torch.nn.BatchNorm1d, (4, 5, 3), eps=1e-4, momentum=0.2,
+                   seed=127, channels_last=True)
+    batchnorm_case("batchnorm3d_channels_last_momentum_none", torch.nn.BatchNorm3d, (2, 2, 3, 2, 3), eps=1e-5,
+                   momentum=None, seed=128, channels_last=True)
+    keras_case("batchnorm_keras_nhwc", (4, 3, 3, 5), seed=130)
+    keras_case("batchnorm_keras_nc", (8, 3), seed=131, keras_momentum=0.9, epsilon=1e-2)
+    ghost_case("batchnorm1d_ghost", (10, 3), 4, seed=140)
+    ghost_case("batchnorm2d_ghost", (7, 2, 3, 3), 3, seed=141)
     large_mean_case("batchnorm1d_large_mean", torch.nn.BatchNorm1d, (64, 3), seed=200)
     large_mean_case("batchnorm2d_large_mean", torch.nn.BatchNorm2d, (4, 3, 5, 5), seed=201)
     dropout_cases()

@@ -1,23 +1,30 @@
 // BatchNorm against PyTorch (tests/golden/batchnorm*.txt, written by tests/golden/generate.py
-// from torch.nn.BatchNorm1d/2d in float64).
+// from torch.nn.BatchNorm1d/2d/3d in float64) and against Keras' formulas.
 //
 // Each case: γ, β set; three training steps (forward, backward, running statistics after
 // each step), then an inference step with the running statistics of step 3 (forward and
-// backward). The large-mean cases feed x = 10000 + randn. Every case runs in double and in
-// float on the same inputs (the generator rounds them to float32) and is compared with the
-// float64 golden values.
+// backward). The options of a case (eps, momentum or none, affine, track_running_stats,
+// channels last) are read from its file. The large-mean cases feed x = 10000 + randn.
+// Keras cases come from Keras' published formulas (run with PyTorch autograd; Keras is not
+// installable here); ghost cases from PyTorch's BatchNorm applied chunk by chunk. A frozen
+// BatchNorm in a training parent must give PyTorch's eval-mode step. Every case runs in
+// double and in float on the same inputs (the generator rounds them to float32) and is
+// compared with the float64 golden values.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "eigenet/layers/batchnorm.hpp"
+#include "eigenet/model/sequential.hpp"
 #include "support/golden.hpp"
 
 namespace {
 
 using eigenet::BatchNorm;
 using eigenet::BatchNormOptions;
+using eigenet::ChannelAxis;
 using eigenet::Index;
 using eigenet::Shape;
 using eigenet::testing::expect_close;
@@ -64,24 +71,102 @@ void check_step(BatchNorm<Scalar>& bn, const GoldenFile& golden, const std::stri
   bn.backward_into({x.data(), shape}, {dy.data(), shape}, {dx.data(), shape});
   expect_close(y, golden["y" + suffix], tol, "y" + suffix);
   expect_close(dx, golden["dx" + suffix], tol, "dx" + suffix);
-  expect_close(bn.weight_grad(), golden["dgamma" + suffix], tol, "dgamma" + suffix);
-  expect_close(bn.bias_grad(), golden["dbeta" + suffix], tol, "dbeta" + suffix);
-  if (bn.is_training()) {
+  if (bn.options().affine && !bn.is_affine_frozen()) {
+    expect_close(bn.weight_grad(), golden["dgamma" + suffix], tol, "dgamma" + suffix);
+    expect_close(bn.bias_grad(), golden["dbeta" + suffix], tol, "dbeta" + suffix);
+  } else {
+    // Nothing is added to gradients of parameters that do not exist or are held fixed.
+    for (Index c = 0; c < bn.num_features(); ++c) {
+      EXPECT_EQ(bn.weight_grad()(c), Scalar(0)) << "dgamma" << suffix << "[" << c << "]";
+      EXPECT_EQ(bn.bias_grad()(c), Scalar(0)) << "dbeta" << suffix << "[" << c << "]";
+    }
+  }
+  if (bn.is_training() && !bn.is_frozen() && bn.options().track_running_stats) {
     expect_close(bn.running_mean(), golden["running_mean" + suffix], tol, "running_mean" + suffix);
     expect_close(bn.running_var(), golden["running_var" + suffix], tol, "running_var" + suffix);
   }
+}
+
+/// The options a case file states (files made before an option existed omit its flag).
+BatchNormOptions options_of(const GoldenFile& golden) {
+  auto flag = [&](const char* name, bool fallback) { return golden.has(name) ? golden.scalar(name) != 0.0 : fallback; };
+  BatchNormOptions options;
+  options.eps = golden.scalar("eps");
+  options.momentum = flag("momentum_none", false) ? std::nullopt : std::optional<double>(golden.scalar("momentum"));
+  options.affine = flag("affine", true);
+  options.track_running_stats = flag("track_running_stats", true);
+  options.channel_axis = flag("channels_last", false) ? ChannelAxis::Last : ChannelAxis::First;
+  return options;
+}
+
+Index channels_of(const GoldenFile& golden, const BatchNormOptions& options) {
+  const Shape& shape = golden["x_1"].shape;
+  return options.channel_axis == ChannelAxis::Last ? shape.back() : shape.at(1);
 }
 
 template <typename Scalar>
 void check_training_and_eval(const std::string& file) {
   const GoldenFile golden(file);
   SCOPED_TRACE(golden.path());
-  BatchNorm<Scalar> bn(golden["x_1"].shape.at(1), BatchNormOptions{golden.scalar("eps"), golden.scalar("momentum")});
+  const BatchNormOptions options = options_of(golden);
+  BatchNorm<Scalar> bn(channels_of(golden, options), options);
+  set_affine(bn, golden);
+  EXPECT_EQ(bn.parameters().size(), options.affine ? 2u : 0u);
+  for (const char* step : {"_1", "_2", "_3"}) check_step(bn, golden, step);
+  EXPECT_EQ(bn.num_batches_tracked(), options.track_running_stats ? 3 : 0);
+  bn.eval();
+  EXPECT_EQ(bn.uses_batch_statistics(), !options.track_running_stats);
+  check_step(bn, golden, "_eval");
+}
+
+/// A frozen BatchNorm whose Sequential is in training mode gives PyTorch's eval-mode step
+/// (running statistics, unchanged), with or without γ and β held fixed.
+template <typename Scalar>
+void check_frozen_in_training_parent(const std::string& file, bool freeze_affine) {
+  const GoldenFile golden(file);
+  SCOPED_TRACE(golden.path());
+  const BatchNormOptions options = options_of(golden);
+  eigenet::Sequential<Scalar> outer;
+  auto& inner = outer.template add<eigenet::Sequential<Scalar>>();
+  auto& bn = inner.template add<BatchNorm<Scalar>>(channels_of(golden, options), options);
   set_affine(bn, golden);
   for (const char* step : {"_1", "_2", "_3"}) check_step(bn, golden, step);
+  bn.freeze(freeze_affine);
+  outer.train();  // reaches bn through the nested Sequential, and does not unfreeze it
+  ASSERT_TRUE(bn.is_training());
+  ASSERT_TRUE(bn.is_frozen());
+  EXPECT_FALSE(bn.uses_batch_statistics());
+  check_step(bn, golden, "_eval");
+  expect_close(bn.running_mean(), golden["running_mean_3"], tolerance<Scalar>(), "running_mean after frozen step");
+  expect_close(bn.running_var(), golden["running_var_3"], tolerance<Scalar>(), "running_var after frozen step");
   EXPECT_EQ(bn.num_batches_tracked(), 3);
+  for (const auto& parameter : outer.parameters()) EXPECT_EQ(parameter.is_frozen(), freeze_affine) << parameter.name;
+}
+
+/// Keras' formulas through BatchNormOptions::keras(momentum, epsilon).
+template <typename Scalar>
+void check_keras(const std::string& file) {
+  const GoldenFile golden(file);
+  SCOPED_TRACE(golden.path());
+  const BatchNormOptions options = BatchNormOptions::keras(golden.scalar("keras_momentum"), golden.scalar("epsilon"));
+  BatchNorm<Scalar> bn(golden["x_1"].shape.back(), options);
+  set_affine(bn, golden);
+  for (const char* step : {"_1", "_2", "_3"}) check_step(bn, golden, step);
   bn.eval();
   check_step(bn, golden, "_eval");
+}
+
+/// Ghost batch normalisation against PyTorch's BatchNorm run on each chunk in turn.
+template <typename Scalar>
+void check_ghost(const std::string& file) {
+  const GoldenFile golden(file);
+  SCOPED_TRACE(golden.path());
+  BatchNormOptions options;
+  options.virtual_batch_size = static_cast<Index>(golden.scalar("virtual_batch_size"));
+  BatchNorm<Scalar> bn(golden["x"].shape.at(1), options);
+  set_affine(bn, golden);
+  check_step(bn, golden, "");
+  EXPECT_EQ(bn.num_batches_tracked(), static_cast<long long>(golden.scalar("chunks")));
 }
 
 template <typename Scalar>
@@ -98,10 +183,27 @@ class BatchNormGolden : public ::testing::TestWithParam<std::string> {};
 TEST_P(BatchNormGolden, TrainingStepsThenEvalMatchPyTorchInDouble) { check_training_and_eval<double>(GetParam()); }
 TEST_P(BatchNormGolden, TrainingStepsThenEvalMatchPyTorchInFloat) { check_training_and_eval<float>(GetParam()); }
 
+TEST_P(BatchNormGolden, FrozenInTrainingParentGivesEvalStepInDouble) {
+  const GoldenFile golden(GetParam());
+  if (!options_of(golden).track_running_stats) GTEST_SKIP() << "no running statistics to freeze to";
+  check_frozen_in_training_parent<double>(GetParam(), true);
+  check_frozen_in_training_parent<double>(GetParam(), false);
+}
+TEST_P(BatchNormGolden, FrozenInTrainingParentGivesEvalStepInFloat) {
+  const GoldenFile golden(GetParam());
+  if (!options_of(golden).track_running_stats) GTEST_SKIP() << "no running statistics to freeze to";
+  check_frozen_in_training_parent<float>(GetParam(), true);
+  check_frozen_in_training_parent<float>(GetParam(), false);
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, BatchNormGolden,
                          ::testing::Values("batchnorm1d_default", "batchnorm1d_eps1e-3_momentum0.3",
                                            "batchnorm1d_ncl_default", "batchnorm2d_default",
-                                           "batchnorm2d_eps1e-3_momentum0.3"),
+                                           "batchnorm2d_eps1e-3_momentum0.3", "batchnorm3d_default",
+                                           "batchnorm2d_no_affine", "batchnorm1d_no_running_stats",
+                                           "batchnorm2d_no_running_stats_no_affine", "batchnorm1d_momentum_none",
+                                           "batchnorm2d_channels_last", "batchnorm1d_nlc_channels_last",
+                                           "batchnorm3d_channels_last_momentum_none"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name)
@@ -116,6 +218,18 @@ TEST_P(BatchNormLargeMeanGolden, TrainingStepMatchesPyTorchInFloat) { check_larg
 
 INSTANTIATE_TEST_SUITE_P(Cases, BatchNormLargeMeanGolden,
                          ::testing::Values("batchnorm1d_large_mean", "batchnorm2d_large_mean"),
+                         [](const auto& info) { return std::string(info.param); });
+
+class BatchNormKerasGolden : public ::testing::TestWithParam<std::string> {};
+TEST_P(BatchNormKerasGolden, MatchesKerasFormulasInDouble) { check_keras<double>(GetParam()); }
+TEST_P(BatchNormKerasGolden, MatchesKerasFormulasInFloat) { check_keras<float>(GetParam()); }
+INSTANTIATE_TEST_SUITE_P(Cases, BatchNormKerasGolden, ::testing::Values("batchnorm_keras_nhwc", "batchnorm_keras_nc"),
+                         [](const auto& info) { return std::string(info.param); });
+
+class BatchNormGhostGolden : public ::testing::TestWithParam<std::string> {};
+TEST_P(BatchNormGhostGolden, MatchesPyTorchChunkByChunkInDouble) { check_ghost<double>(GetParam()); }
+TEST_P(BatchNormGhostGolden, MatchesPyTorchChunkByChunkInFloat) { check_ghost<float>(GetParam()); }
+INSTANTIATE_TEST_SUITE_P(Cases, BatchNormGhostGolden, ::testing::Values("batchnorm1d_ghost", "batchnorm2d_ghost"),
                          [](const auto& info) { return std::string(info.param); });
 
 }  // namespace

@@ -1,21 +1,41 @@
-// eigenet/layers/batchnorm.hpp — BatchNorm over (N, C) and (N, C, d1, ..., dk) inputs.
+// eigenet/layers/batchnorm.hpp — BatchNorm over inputs of rank 2 to 5 (and beyond), with
+// the channels on dim 1 (PyTorch: (N, C), (N, C, L), (N, C, H, W), (N, C, D, H, W)) or on
+// the last dim (Keras axis=-1: (N, ..., C)).
 //
 // PyTorch's BatchNorm1d/2d/3d semantics and defaults:
 //   eps = 1e-5 inside the square root; momentum = 0.1 weighting the NEW batch:
 //     running_mean ← (1 − momentum) · running_mean + momentum · batch_mean
 //     running_var  ← (1 − momentum) · running_var  + momentum · batch_var_unbiased
+//   momentum = none: a cumulative average, momentum = 1/k for the k-th batch;
 //   training normalises with the BIASED batch variance (Σ(x − mean)²/M) but stores the
 //   UNBIASED one (Σ(x − mean)²/(M − 1)) in running_var, M = values per channel;
 //   γ (weight) = 1, β (bias) = 0, running_mean = 0, running_var = 1 at construction.
-// Keras users: Keras' momentum m_k weights the OLD value, so m_k = 1 − momentum here,
-// and its default eps is 1e-3.
+// Keras (BatchNormOptions::keras()): its momentum m_k weights the OLD value, so
+// momentum = 1 − m_k here; eps 1e-3; channels last; the BIASED variance in the running
+// variance. The full table: docs/batchnorm.md.
 //
-// Training mode normalises with batch statistics and updates the running statistics;
-// inference mode normalises with the running statistics. A training batch with one value
-// per channel (M = 1) has no variance and throws, as PyTorch does.
+// Which statistics a forward normalises with:
+//   training, not frozen           batch statistics (per ghost chunk), running ones updated
+//   inference, or frozen           running statistics, nothing updated
+//   track_running_stats = false    batch statistics in every mode (as PyTorch), no running state
+// A training chunk with one value per channel (M = 1) has no variance: by default it throws,
+// as PyTorch does (SingleValueBatch::Throw); SingleValueBatch::UseRunningStats normalises
+// that chunk with the running statistics instead.
 //
-// State kept between forward and backward: per-channel mean and inv_std only (O(C)); x̂ is
-// recomputed from x in backward. The math and its derivation: eigenet/kernels/batchnorm.hpp.
+// Frozen (freeze()): the layer behaves as in inference whatever train()/eval() a parent
+// passes down; with freeze(true) γ and β are held fixed as well (backward adds nothing to
+// their gradients, optimisers skip them). unfreeze() returns it to the parent's mode.
+//
+// Ghost batch normalisation (virtual_batch_size = V > 0): in training, the batch is split
+// into chunks of V samples (the last may be smaller) and each chunk is normalised with its
+// own statistics; the running statistics are updated once per chunk, in order, as if the
+// chunks had come as separate batches (Hoffer et al. 2017; Keras instead averages the chunk
+// statistics into one update). Inference uses the running statistics, so its output does
+// not depend on the batch size.
+//
+// State kept between forward and backward: per chunk, the per-channel mean and inv_std only
+// (O(C · chunks)); x̂ is recomputed from x in backward. The math and its derivation:
+// eigenet/kernels/batchnorm.hpp and docs/batchnorm.md.
 #pragma once
 
 #include <cmath>
@@ -86,6 +106,9 @@ class BatchNorm : public Layer<Scalar> {
       throw ValueError(detail::concat("BatchNorm: eps should be positive and finite, not ", options.eps));
     if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0))
       throw ValueError(detail::concat("BatchNorm: momentum should be in [0, 1] or none, not ", *options.momentum));
+    if (options.virtual_batch_size < 0)
+      throw ValueError(detail::concat("BatchNorm: virtual_batch_size should be 0 (off) or positive, not ",
+                                      options.virtual_batch_size));
     weight_ = Tensor<Scalar, 1>(channels_);
     weight_.setConstant(Scalar(1));
     bias_ = Tensor<Scalar, 1>(channels_);
@@ -104,12 +127,16 @@ class BatchNorm : public Layer<Scalar> {
   std::unique_ptr<Layer<Scalar>> clone() const override { return std::make_unique<BatchNorm>(*this); }
 
   Shape output_shape(const Shape& input) const override {
+    const bool last = options_.channel_axis == ChannelAxis::Last;
     if (input.size() < 2)
-      throw ShapeError(
-          detail::concat(name(), ": input should have rank >= 2, (N, C) or (N, C, ...), not shape ", to_string(input)));
-    if (input[1] != channels_)
-      throw ShapeError(detail::concat(name(), ": input should have ", channels_, " channels (dim 1), not ", input[1],
-                                      " (shape ", to_string(input), ")"));
+      throw ShapeError(detail::concat(name(), ": input should have rank >= 2, ",
+                                      last ? "(N, C) or (N, ..., C)" : "(N, C) or (N, C, ...)", ", not shape ",
+                                      to_string(input)));
+    const std::size_t axis = last ? input.size() - 1 : 1;
+    if (input[axis] != channels_)
+      throw ShapeError(detail::concat(name(), ": input should have ", channels_, " channels (dim ", axis, ", ",
+                                      last ? "channels last" : "channels first", "), not ", input[axis], " (shape ",
+                                      to_string(input), ")"));
     for (Index extent : input)
       if (extent < 1)
         throw ShapeError(detail::concat(name(), ": input shape ", to_string(input), " has an empty dimension"));
@@ -118,27 +145,28 @@ class BatchNorm : public Layer<Scalar> {
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
     detail::check_forward_shapes(*this, x, y);
-    const auto [samples, spatial] = layout(x.shape);
-    if (this->is_training()) {
-      const kernels::ChannelStats stats = kernels::channel_stats(x.data, samples, channels_, spatial);
-      if (stats.count < 2)
-        throw ValueError(detail::concat(name(), ": expected more than 1 value per channel in training mode, got input ",
-                                        to_string(x.shape)));
-      mean_ = stats.mean;
-      inv_std_ = (stats.biased_variance() + options_.eps).rsqrt();
-      update_running_stats(stats);
-    } else {
-      mean_ = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>(running_mean_.data(), channels_)
-                  .template cast<double>();
-      const Eigen::ArrayXd var =
-          Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>(running_var_.data(), channels_)
-              .template cast<double>();
-      inv_std_ = (var + options_.eps).rsqrt();
+    const Layout layout = layout_of(x.shape);
+    const bool batch_stats = uses_batch_statistics();
+    const bool update = batch_stats && this->is_training() && options_.track_running_stats && !frozen_;
+    const Index chunk_samples = batch_stats && this->is_training() && options_.virtual_batch_size > 0
+                                    ? options_.virtual_batch_size
+                                    : layout.samples;
+    std::vector<Chunk> chunks;
+    for (Index begin = 0; begin < layout.samples; begin += chunk_samples)
+      chunks.push_back(plan_chunk(x, layout, begin, std::min(layout.samples, begin + chunk_samples), batch_stats));
+    // Every check has passed: only now does state change (a forward that throws leaves the
+    // running statistics and the backward cache as they were).
+    for (Chunk& chunk : chunks) {
+      if (update && chunk.batch_stats) update_running_stats(chunk.stats);
+      if (!chunk.batch_stats) running_normalisation(chunk);
+      const auto transform =
+          kernels::make_channel_transform<Scalar>(chunk.mean, chunk.inv_std, affine_weight(), affine_bias());
+      kernels::apply_channel_transform(x.data + chunk.offset, y.data + chunk.offset, chunk.rows, channels_,
+                                       layout.spatial, transform);
+      chunk.stats = {};  // the cache keeps mean and inv_std only
     }
-    const auto transform = kernels::make_channel_transform<Scalar>(mean_, inv_std_, weight_.data(), bias_.data());
-    kernels::apply_channel_transform(x.data, y.data, samples, channels_, spatial, transform);
+    chunks_ = std::move(chunks);
     cached_shape_ = x.shape;
-    cached_training_ = this->is_training();
   }
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
@@ -147,28 +175,51 @@ class BatchNorm : public Layer<Scalar> {
     if (x.shape != cached_shape_)
       throw StateError(detail::concat(name(), ": backward expects the input of the last forward, of shape ",
                                       to_string(cached_shape_), ", not ", to_string(x.shape)));
-    const auto [samples, spatial] = layout(x.shape);
-    const kernels::ChannelGradSums sums =
-        kernels::channel_grad_sums(x.data, dy.data, samples, channels_, spatial, mean_);
-    for (Index c = 0; c < channels_; ++c) {
-      weight_grad_(c) += static_cast<Scalar>(inv_std_[c] * sums.sum_grad_xmean[c]);
-      bias_grad_(c) += static_cast<Scalar>(sums.sum_grad[c]);
+    const Layout layout = layout_of(x.shape);
+    for (const Chunk& chunk : chunks_) {
+      const kernels::ChannelGradSums sums = kernels::channel_grad_sums(
+          x.data + chunk.offset, dy.data + chunk.offset, chunk.rows, channels_, layout.spatial, chunk.mean);
+      if (options_.affine && !affine_frozen_) {
+        for (Index c = 0; c < channels_; ++c) {
+          weight_grad_(c) += static_cast<Scalar>(chunk.inv_std[c] * sums.sum_grad_xmean[c]);
+          bias_grad_(c) += static_cast<Scalar>(sums.sum_grad[c]);
+        }
+      }
+      if (dx.data == nullptr) continue;
+      const auto transform = kernels::make_channel_backward<Scalar>(chunk.mean, chunk.inv_std, affine_weight(), sums,
+                                                                    chunk.rows * layout.spatial, chunk.batch_stats);
+      kernels::apply_channel_backward(x.data + chunk.offset, dy.data + chunk.offset, dx.data + chunk.offset, chunk.rows,
+                                      channels_, layout.spatial, transform);
     }
-    if (dx.data == nullptr) return;
-    const auto transform = kernels::make_channel_backward<Scalar>(mean_, inv_std_, weight_.data(), sums,
-                                                                  samples * spatial, cached_training_);
-    kernels::apply_channel_backward(x.data, dy.data, dx.data, samples, channels_, spatial, transform);
   }
 
+  /// γ and β ("weight", "bias"), unless the layer was made without affine parameters.
   std::vector<Parameter<Scalar>> parameters() override {
-    return {{"weight", weight_.data(), weight_grad_.data(), channels_},
-            {"bias", bias_.data(), bias_grad_.data(), channels_}};
+    if (!options_.affine) return {};
+    return {{"weight", weight_.data(), weight_grad_.data(), channels_, &affine_frozen_},
+            {"bias", bias_.data(), bias_grad_.data(), channels_, &affine_frozen_}};
   }
+
+  /// Normalise with the running statistics and leave them unchanged, whatever mode a parent
+  /// sets; with `freeze_affine`, γ and β are held fixed too. Requires running statistics.
+  void freeze(bool freeze_affine = true) {
+    if (!options_.track_running_stats)
+      throw StateError(name() + ": cannot be frozen: it tracks no running statistics (track_running_stats = false)");
+    frozen_ = true;
+    affine_frozen_ = freeze_affine;
+  }
+  void unfreeze() { frozen_ = affine_frozen_ = false; }
+  bool is_frozen() const { return frozen_; }
+  bool is_affine_frozen() const { return affine_frozen_; }
+
+  /// Whether the next forward normalises with batch statistics (else running statistics).
+  bool uses_batch_statistics() const { return !options_.track_running_stats || (this->is_training() && !frozen_); }
 
   Index num_features() const { return channels_; }
   const BatchNormOptions& options() const { return options_; }
 
-  /// γ and β (PyTorch's weight and bias), and their gradients, each (C).
+  /// γ and β (PyTorch's weight and bias), and their gradients, each (C). Without affine
+  /// parameters they stay 1 and 0 and are not used.
   Tensor<Scalar, 1>& weight() { return weight_; }
   Tensor<Scalar, 1>& bias() { return bias_; }
   const Tensor<Scalar, 1>& weight() const { return weight_; }
@@ -176,33 +227,81 @@ class BatchNorm : public Layer<Scalar> {
   const Tensor<Scalar, 1>& weight_grad() const { return weight_grad_; }
   const Tensor<Scalar, 1>& bias_grad() const { return bias_grad_; }
 
-  /// Running statistics, each (C); running_var holds the unbiased variance.
+  /// Running statistics, each (C); running_var holds the unbiased variance (the biased one
+  /// with RunningVariance::Biased). Unused when track_running_stats is false.
   Tensor<Scalar, 1>& running_mean() { return running_mean_; }
   Tensor<Scalar, 1>& running_var() { return running_var_; }
   const Tensor<Scalar, 1>& running_mean() const { return running_mean_; }
   const Tensor<Scalar, 1>& running_var() const { return running_var_; }
 
-  /// How many training batches have updated the running statistics.
+  /// How many training batches (ghost chunks, with virtual_batch_size) have updated the
+  /// running statistics; with momentum none, batch k is weighted 1/k.
   long long num_batches_tracked() const { return batches_tracked_; }
 
  private:
+  // The input seen as (samples, rows per sample, C, S): channels first (N, C, S...) has one
+  // row of C·S values per sample; channels last (N, d..., C) has prod(d) rows of C values.
   struct Layout {
-    Index samples, spatial;
+    Index samples, rows_per_sample, spatial;
   };
-  Layout layout(const Shape& shape) const {
-    Index spatial = 1;
-    for (std::size_t i = 2; i < shape.size(); ++i) spatial *= shape[i];
-    return {shape[0], spatial};
+  Layout layout_of(const Shape& shape) const {
+    Index middle = 1;
+    for (std::size_t i = (options_.channel_axis == ChannelAxis::Last ? 1 : 2);
+         i + (options_.channel_axis == ChannelAxis::Last ? 1 : 0) < shape.size(); ++i)
+      middle *= shape[i];
+    if (options_.channel_axis == ChannelAxis::Last) return {shape[0], middle, 1};
+    return {shape[0], 1, middle};
   }
+
+  // One chunk of samples normalised with one set of statistics (the whole batch, or one
+  // ghost batch).
+  struct Chunk {
+    Index offset = 0;  // first element
+    Index rows = 0;    // kernel rows (samples × rows per sample)
+    bool batch_stats = true;
+    kernels::ChannelStats stats;   // batch statistics (before the update), dropped after forward
+    Eigen::ArrayXd mean, inv_std;  // (C): what the chunk was normalised with
+  };
+
+  Chunk plan_chunk(const ConstView<Scalar>& x, const Layout& layout, Index begin, Index end, bool batch_stats) const {
+    Chunk chunk;
+    chunk.offset = begin * layout.rows_per_sample * channels_ * layout.spatial;
+    chunk.rows = (end - begin) * layout.rows_per_sample;
+    chunk.batch_stats = batch_stats;
+    if (!batch_stats) return chunk;
+    if (chunk.rows * layout.spatial < 2) {
+      if (options_.single_value_batch == SingleValueBatch::Throw || !options_.track_running_stats)
+        throw ValueError(detail::concat(
+            name(), ": expected more than 1 value per channel in training mode, got input ", to_string(x.shape),
+            options_.virtual_batch_size > 0 ? detail::concat(" (ghost batch of samples ", begin, "..", end - 1, ")")
+                                            : std::string()));
+      chunk.batch_stats = false;
+      return chunk;
+    }
+    chunk.stats = kernels::channel_stats(x.data + chunk.offset, chunk.rows, channels_, layout.spatial);
+    chunk.mean = chunk.stats.mean;
+    chunk.inv_std = (chunk.stats.biased_variance() + options_.eps).rsqrt();
+    return chunk;
+  }
+
+  void running_normalisation(Chunk& chunk) const {
+    using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+    chunk.mean = ConstArray(running_mean_.data(), channels_).template cast<double>();
+    chunk.inv_std = (ConstArray(running_var_.data(), channels_).template cast<double>() + options_.eps).rsqrt();
+  }
+
+  const Scalar* affine_weight() const { return options_.affine ? weight_.data() : nullptr; }
+  const Scalar* affine_bias() const { return options_.affine ? bias_.data() : nullptr; }
 
   void update_running_stats(const kernels::ChannelStats& stats) {
     const double momentum = options_.momentum ? *options_.momentum : 1.0 / static_cast<double>(batches_tracked_ + 1);
-    const Eigen::ArrayXd unbiased = stats.unbiased_variance();
+    const Eigen::ArrayXd variance =
+        options_.running_variance == RunningVariance::Unbiased ? stats.unbiased_variance() : stats.biased_variance();
     for (Index c = 0; c < channels_; ++c) {
       running_mean_(c) =
           static_cast<Scalar>((1.0 - momentum) * static_cast<double>(running_mean_(c)) + momentum * stats.mean[c]);
       running_var_(c) =
-          static_cast<Scalar>((1.0 - momentum) * static_cast<double>(running_var_(c)) + momentum * unbiased[c]);
+          static_cast<Scalar>((1.0 - momentum) * static_cast<double>(running_var_(c)) + momentum * variance[c]);
     }
     ++batches_tracked_;
   }
@@ -212,10 +311,11 @@ class BatchNorm : public Layer<Scalar> {
   Tensor<Scalar, 1> weight_, bias_, weight_grad_, bias_grad_;  // (C)
   Tensor<Scalar, 1> running_mean_, running_var_;               // (C)
   long long batches_tracked_ = 0;
-  // Backward cache, O(C): statistics the last forward normalised with, and its mode.
-  Eigen::ArrayXd mean_, inv_std_;  // (C)
+  bool frozen_ = false;
+  bool affine_frozen_ = false;  // Parameter::frozen of γ and β points here
+  // Backward cache: the chunks of the last forward, O(C) each, and its input shape.
+  std::vector<Chunk> chunks_;
   Shape cached_shape_;
-  bool cached_training_ = true;
 };
 
 }  // namespace eigenet
