@@ -2,6 +2,7 @@
 //
 // Compulsory bytes per call (B = 64 MiB, one tensor):
 //   training forward   read x, write y                 2B  (statistics need a second read of x)
+//   statistics alone   read x                          B
 //   inference forward  read x, write y                 2B
 //   training backward  read x and dy, write dx         3B  (the reductions need a second read)
 // See bench/RESULTS.md for the floor these imply and what was measured.
@@ -21,6 +22,17 @@ void BM_BatchNormTrainForward(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_bytes(state, 2 * kElements * Index{sizeof(float)});
+}
+
+// The statistics pass alone (kernels::channel_stats): one read of x (B).
+void BM_BatchNormStatistics(benchmark::State& state) {
+  const std::vector<float> x = random_input(2, 3.0f);
+  for (auto _ : state) {
+    kernels::ChannelStats stats = kernels::channel_stats(x.data(), kSamples, kChannels, 1);
+    benchmark::DoNotOptimize(stats.mean.data());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, kElements * Index{sizeof(float)});
 }
 
 void BM_BatchNormEvalForward(benchmark::State& state) {
@@ -67,6 +79,7 @@ void BM_BatchNormEvalBackward(benchmark::State& state) {
 
 BENCHMARK(BM_PlainPass)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNormTrainForward)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BatchNormStatistics)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNormEvalForward)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNormTrainBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNormEvalBackward)->Unit(benchmark::kMillisecond)->UseRealTime();

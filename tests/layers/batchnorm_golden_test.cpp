@@ -126,6 +126,7 @@ void check_frozen_in_training_parent(const std::string& file, bool freeze_affine
   const GoldenFile golden(file);
   SCOPED_TRACE(golden.path());
   const BatchNormOptions options = options_of(golden);
+  ASSERT_TRUE(options.track_running_stats);
   eigenet::Sequential<Scalar> outer;
   auto& inner = outer.template add<eigenet::Sequential<Scalar>>();
   auto& bn = inner.template add<BatchNorm<Scalar>>(channels_of(golden, options), options);
@@ -183,19 +184,6 @@ class BatchNormGolden : public ::testing::TestWithParam<std::string> {};
 TEST_P(BatchNormGolden, TrainingStepsThenEvalMatchPyTorchInDouble) { check_training_and_eval<double>(GetParam()); }
 TEST_P(BatchNormGolden, TrainingStepsThenEvalMatchPyTorchInFloat) { check_training_and_eval<float>(GetParam()); }
 
-TEST_P(BatchNormGolden, FrozenInTrainingParentGivesEvalStepInDouble) {
-  const GoldenFile golden(GetParam());
-  if (!options_of(golden).track_running_stats) GTEST_SKIP() << "no running statistics to freeze to";
-  check_frozen_in_training_parent<double>(GetParam(), true);
-  check_frozen_in_training_parent<double>(GetParam(), false);
-}
-TEST_P(BatchNormGolden, FrozenInTrainingParentGivesEvalStepInFloat) {
-  const GoldenFile golden(GetParam());
-  if (!options_of(golden).track_running_stats) GTEST_SKIP() << "no running statistics to freeze to";
-  check_frozen_in_training_parent<float>(GetParam(), true);
-  check_frozen_in_training_parent<float>(GetParam(), false);
-}
-
 INSTANTIATE_TEST_SUITE_P(Cases, BatchNormGolden,
                          ::testing::Values("batchnorm1d_default", "batchnorm1d_eps1e-3_momentum0.3",
                                            "batchnorm1d_ncl_default", "batchnorm2d_default",
@@ -219,6 +207,28 @@ TEST_P(BatchNormLargeMeanGolden, TrainingStepMatchesPyTorchInFloat) { check_larg
 INSTANTIATE_TEST_SUITE_P(Cases, BatchNormLargeMeanGolden,
                          ::testing::Values("batchnorm1d_large_mean", "batchnorm2d_large_mean"),
                          [](const auto& info) { return std::string(info.param); });
+
+// Every case with running statistics (a BatchNorm without them cannot be frozen: tested in
+// batchnorm_options_test.cpp).
+class BatchNormFrozenGolden : public ::testing::TestWithParam<std::string> {};
+TEST_P(BatchNormFrozenGolden, FrozenInTrainingParentGivesEvalStepInDouble) {
+  check_frozen_in_training_parent<double>(GetParam(), true);
+  check_frozen_in_training_parent<double>(GetParam(), false);
+}
+TEST_P(BatchNormFrozenGolden, FrozenInTrainingParentGivesEvalStepInFloat) {
+  check_frozen_in_training_parent<float>(GetParam(), true);
+  check_frozen_in_training_parent<float>(GetParam(), false);
+}
+INSTANTIATE_TEST_SUITE_P(Cases, BatchNormFrozenGolden,
+                         ::testing::Values("batchnorm1d_default", "batchnorm2d_eps1e-3_momentum0.3",
+                                           "batchnorm3d_default", "batchnorm2d_no_affine", "batchnorm1d_momentum_none",
+                                           "batchnorm2d_channels_last", "batchnorm3d_channels_last_momentum_none"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name)
+                             if (c == '-' || c == '.') c = '_';
+                           return name;
+                         });
 
 class BatchNormKerasGolden : public ::testing::TestWithParam<std::string> {};
 TEST_P(BatchNormKerasGolden, MatchesKerasFormulasInDouble) { check_keras<double>(GetParam()); }
