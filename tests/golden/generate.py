@@ -418,6 +418,11 @@ def main():
     dropout_cases()
     optimizer_cases()
     cross_entropy_cases()
+    # The topic generators beside this file (they import the helpers above).
+    import generate_dropout
+    import generate_fold
+    generate_dropout.main()
+    generate_fold.main()
 
 
 if __name__ == "__main__":
