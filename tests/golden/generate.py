@@ -65,11 +65,11 @@ def uniform(low, high, *shape):
 
 
 class Writer:
-    def __init__(self, name, description):
+    def __init__(self, name, description, script="tests/golden/generate.py"):
         self.path = OUT / f"{name}.txt"
         self.lines = [
             f"# eigenet golden data: {description}",
-            f"# produced by: /usr/bin/python3 tests/golden/generate.py (case '{name}')",
+            f"# produced by: /usr/bin/python3 {script} (case '{name}')",
             f"# with {TORCH}, all in torch.float64",
             "# format: NAME EXTENT... : VALUE...   (row-major; see generate.py)",
         ]

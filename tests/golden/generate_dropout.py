@@ -27,9 +27,7 @@ SCRIPT = "tests/golden/generate_dropout.py"
 
 
 def writer(name, description):
-    w = Writer(name, description)
-    w.lines[1] = f"# produced by: /usr/bin/python3 {SCRIPT} (case '{name}')"
-    return w
+    return Writer(name, description, script=SCRIPT)
 
 
 def away_from_zero(t, floor=0.25):

@@ -29,9 +29,7 @@ SCRIPT = "tests/golden/generate_fold.py"
 
 
 def writer(name, description):
-    w = Writer(name, description)
-    w.lines[1] = f"# produced by: /usr/bin/python3 {SCRIPT} (case '{name}')"
-    return w
+    return Writer(name, description, script=SCRIPT)
 
 
 def fold_case(name, in_features, out_features, batch, seed, eps=1e-5, momentum=0.1, affine=True, x_mean=0.0,

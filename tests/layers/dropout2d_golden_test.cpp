@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "eigenet/layers/dropout.hpp"
+#include "support/dropout_support.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -35,34 +36,11 @@ using eigenet::testing::GoldenFile;
 const eigenet::testing::Tolerance exact{};
 
 template <typename Scalar>
-struct Run {
-  std::vector<Scalar> y, dx;
-};
-
-template <typename Scalar>
-Run<Scalar> run(Dropout<Scalar>& dropout, const GoldenFile& golden) {
-  const Shape shape = golden["x"].shape;
-  const auto x = golden["x"].as<Scalar>(), dy = golden["dy"].as<Scalar>();
-  Run<Scalar> out{std::vector<Scalar>(x.size()), std::vector<Scalar>(x.size())};
-  dropout.forward_into({x.data(), shape}, {out.y.data(), shape});
-  dropout.backward_into({x.data(), shape}, {dy.data(), shape}, {out.dx.data(), shape});
-  return out;
-}
-
-template <typename Scalar>
 void check_identity_and_zeros(const std::string& file) {
   const GoldenFile golden(file);
   SCOPED_TRACE(golden.path());
   Dropout2d<Scalar> dropout(golden.scalar("p"), 7);
-  const Run<Scalar> train = run(dropout, golden);
-  expect_close(train.y, golden["train_y"], exact, "train_y");
-  expect_close(train.dx, golden["train_dx"], exact, "train_dx");
-  dropout.eval();
-  const Run<Scalar> eval = run(dropout, golden);
-  expect_close(eval.y, golden["eval_y"], exact, "eval_y");
-  expect_close(eval.dx, golden["eval_dx"], exact, "eval_dx");
-  for (const auto& values : {train.y, train.dx, eval.y, eval.dx})
-    for (Scalar v : values) ASSERT_TRUE(std::isfinite(v));
+  eigenet::testing::expect_pytorch_outputs_in_both_modes(dropout, golden);
 }
 
 TEST(Dropout2dGolden, ZeroProbabilityIsTheIdentityLikePyTorch) {
@@ -112,7 +90,7 @@ void check_convention(Dropout<Scalar>& dropout, const GoldenFile& golden, Scalar
   const auto torch_y = golden[in_precision<Scalar>("train_y")].template as<Scalar>();
   const auto torch_dx = golden[in_precision<Scalar>("train_dx")].template as<Scalar>();
   const std::vector<Index> group = groups(shape, dropout.shared_flags(shape));
-  const Run<Scalar> train = run(dropout, golden);
+  const eigenet::testing::DropoutRun<Scalar> train = eigenet::testing::run_on_golden(dropout, golden);
 
   std::vector<int> ours(x.size(), -1), theirs(x.size(), -1);  // per group: 1 kept, 0 dropped
   std::size_t dropped = 0, both_kept = 0;
@@ -148,7 +126,7 @@ void check_convention(Dropout<Scalar>& dropout, const GoldenFile& golden, Scalar
 
   if (golden.has("eval_y")) {
     dropout.eval();
-    const Run<Scalar> eval = run(dropout, golden);
+    const eigenet::testing::DropoutRun<Scalar> eval = eigenet::testing::run_on_golden(dropout, golden);
     expect_close(eval.y, golden["eval_y"], exact, "eval_y");
     expect_close(eval.dx, golden["eval_dx"], exact, "eval_dx");
   }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "eigenet/layers/dropout.hpp"
+#include "support/dropout_support.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -31,35 +32,11 @@ using eigenet::testing::GoldenFile;
 const eigenet::testing::Tolerance exact{};
 
 template <typename Scalar>
-struct Run {
-  std::vector<Scalar> y, dx;
-};
-
-/// One forward and backward of `dropout` on the golden x and dy.
-template <typename Scalar>
-Run<Scalar> run(Dropout<Scalar>& dropout, const GoldenFile& golden) {
-  const Shape shape = golden["x"].shape;
-  const auto x = golden["x"].as<Scalar>(), dy = golden["dy"].as<Scalar>();
-  Run<Scalar> out{std::vector<Scalar>(x.size()), std::vector<Scalar>(x.size())};
-  dropout.forward_into({x.data(), shape}, {out.y.data(), shape});
-  dropout.backward_into({x.data(), shape}, {dy.data(), shape}, {out.dx.data(), shape});
-  return out;
-}
-
-template <typename Scalar>
 void check_matches_pytorch_in_both_modes(const std::string& file) {
   const GoldenFile golden(file);
   SCOPED_TRACE(golden.path());
   Dropout<Scalar> dropout(golden.scalar("p"), 7);
-  const Run<Scalar> train = run(dropout, golden);
-  expect_close(train.y, golden["train_y"], exact, "train_y");
-  expect_close(train.dx, golden["train_dx"], exact, "train_dx");
-  dropout.eval();
-  const Run<Scalar> eval = run(dropout, golden);
-  expect_close(eval.y, golden["eval_y"], exact, "eval_y");
-  expect_close(eval.dx, golden["eval_dx"], exact, "eval_dx");
-  for (const auto& values : {train.y, train.dx, eval.y, eval.dx})
-    for (Scalar v : values) ASSERT_TRUE(std::isfinite(v));
+  eigenet::testing::expect_pytorch_outputs_in_both_modes(dropout, golden);
 }
 
 TEST(DropoutGolden, ZeroProbabilityIsTheIdentityLikePyTorch) {
@@ -86,7 +63,7 @@ void check_convention(const char* scale_key, const char* torch_y_key, const char
   const auto x = golden["x"].as<Scalar>(), dy = golden["dy"].as<Scalar>();
   const auto torch_y = golden[torch_y_key].as<Scalar>(), torch_dx = golden[torch_dx_key].as<Scalar>();
   Dropout<Scalar> dropout(p, 2024);
-  const Run<Scalar> train = run(dropout, golden);
+  const eigenet::testing::DropoutRun<Scalar> train = eigenet::testing::run_on_golden(dropout, golden);
 
   std::size_t dropped = 0, both_kept = 0;
   for (std::size_t i = 0; i < x.size(); ++i) {
@@ -110,7 +87,7 @@ void check_convention(const char* scale_key, const char* torch_y_key, const char
   EXPECT_GT(both_kept, 0u);
 
   dropout.eval();
-  const Run<Scalar> eval = run(dropout, golden);
+  const eigenet::testing::DropoutRun<Scalar> eval = eigenet::testing::run_on_golden(dropout, golden);
   expect_close(eval.y, golden["eval_y"], exact, "eval_y");
   expect_close(eval.dx, golden["eval_dx"], exact, "eval_dx");
 }

@@ -12,6 +12,7 @@
 
 #include "eigenet/eigenet.hpp"
 #include "support/checks.hpp"
+#include "support/dropout_support.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -26,15 +27,7 @@ using eigenet::Shape;
 using eigenet::Tensor;
 using eigenet::testing::contains;
 using eigenet::testing::message_of;
-
-/// x[i] = 1 + i/count: every element non-zero and distinct.
-template <typename Scalar>
-std::vector<Scalar> ramp(Index count) {
-  std::vector<Scalar> x(static_cast<std::size_t>(count));
-  for (Index i = 0; i < count; ++i)
-    x[static_cast<std::size_t>(i)] = Scalar(1) + static_cast<Scalar>(i) / static_cast<Scalar>(count);
-  return x;
-}
+using eigenet::testing::ramp;
 
 /// One training (or inference) forward over x viewed as (count,).
 template <typename Scalar>

@@ -1,0 +1,58 @@
+// tests/support/dropout_support.hpp — pieces the Dropout tests share: distinct non-zero
+// inputs, and one forward + backward of a dropout layer on a golden file's x and dy, checked
+// against PyTorch's outputs in training and inference mode.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "eigenet/layers/dropout.hpp"
+#include "support/golden.hpp"
+
+namespace eigenet::testing {
+
+/// x[i] = 1 + i/count: every element non-zero and distinct.
+template <typename Scalar>
+std::vector<Scalar> ramp(Index count) {
+  std::vector<Scalar> x(static_cast<std::size_t>(count));
+  for (Index i = 0; i < count; ++i)
+    x[static_cast<std::size_t>(i)] = Scalar(1) + static_cast<Scalar>(i) / static_cast<Scalar>(count);
+  return x;
+}
+
+template <typename Scalar>
+struct DropoutRun {
+  std::vector<Scalar> y, dx;
+};
+
+/// One forward and backward of `dropout` on the golden x and dy.
+template <typename Scalar>
+DropoutRun<Scalar> run_on_golden(Dropout<Scalar>& dropout, const GoldenFile& golden) {
+  const Shape shape = golden["x"].shape;
+  const auto x = golden["x"].as<Scalar>(), dy = golden["dy"].as<Scalar>();
+  DropoutRun<Scalar> out{std::vector<Scalar>(x.size()), std::vector<Scalar>(x.size())};
+  dropout.forward_into({x.data(), shape}, {out.y.data(), shape});
+  dropout.backward_into({x.data(), shape}, {dy.data(), shape}, {out.dx.data(), shape});
+  return out;
+}
+
+/// `dropout` (built with the file's p) gives PyTorch's train_y/train_dx in training and
+/// eval_y/eval_dx in inference, exactly and finite (the p = 0 and p = 1 cases).
+template <typename Scalar>
+void expect_pytorch_outputs_in_both_modes(Dropout<Scalar>& dropout, const GoldenFile& golden) {
+  const Tolerance exact{};
+  const DropoutRun<Scalar> train = run_on_golden(dropout, golden);
+  expect_close(train.y, golden["train_y"], exact, "train_y");
+  expect_close(train.dx, golden["train_dx"], exact, "train_dx");
+  dropout.eval();
+  const DropoutRun<Scalar> eval = run_on_golden(dropout, golden);
+  expect_close(eval.y, golden["eval_y"], exact, "eval_y");
+  expect_close(eval.dx, golden["eval_dx"], exact, "eval_dx");
+  for (const auto& values : {train.y, train.dx, eval.y, eval.dx})
+    for (Scalar v : values) ASSERT_TRUE(std::isfinite(v));
+}
+
+}  // namespace eigenet::testing
