@@ -1,6 +1,9 @@
-// Finite-difference gradient checks, in double, for every layer, in training and
-// inference mode, on inputs and parameters — all through one checker
-// (tests/support/gradcheck.hpp).
+// Finite-difference gradient checks, in double (and the loss in float too), for every
+// layer, in training and inference mode, on inputs and parameters, and for the loss — all
+// through one checker (tests/support/gradcheck.hpp). The options of BatchNorm and Dropout
+// have their own checks, in float and double, in batchnorm_options_test.cpp and
+// dropout_gradient_test.cpp, through the same checker.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include "eigenet/eigenet.hpp"
@@ -95,23 +98,61 @@ TEST(SequentialGradient, MatchesFiniteDifferencesThroughAWholeNetwork) {
   }
 }
 
-TEST(LossGradient, SoftmaxCrossEntropyMatchesFiniteDifferences) {
-  eigenet::SoftmaxCrossEntropy<double> loss;
-  const eigenet::Index n = 4, k = 5;
-  auto logits = random_values(n * k, 13, -3.0, 3.0);
-  const std::vector<std::int64_t> labels{0, 4, 2, 2};
-  loss.forward({logits.data(), {n, k}}, labels.data(), n);
-  const auto grad = loss.backward();
-  const double h = 1e-6;
-  for (eigenet::Index i = 0; i < n * k; ++i) {
-    const double saved = logits[static_cast<std::size_t>(i)];
-    logits[static_cast<std::size_t>(i)] = saved + h;
-    const double plus = loss.forward({logits.data(), {n, k}}, labels.data(), n);
-    logits[static_cast<std::size_t>(i)] = saved - h;
-    const double minus = loss.forward({logits.data(), {n, k}}, labels.data(), n);
-    logits[static_cast<std::size_t>(i)] = saved;
-    EXPECT_NEAR(grad.data()[i], (plus - minus) / (2 * h), 1e-8) << "logit " << i;
+// The checker itself can fail: a layer y = x² whose backward is off by 1% is caught, in
+// double and in float, and a correct one passes.
+template <typename Scalar>
+class Square : public eigenet::Layer<Scalar> {
+ public:
+  explicit Square(double gradient_factor) : factor_(static_cast<Scalar>(gradient_factor)) {}
+  std::string name() const override { return "Square"; }
+  std::unique_ptr<eigenet::Layer<Scalar>> clone() const override { return std::make_unique<Square>(*this); }
+  Shape output_shape(const Shape& input) const override { return input; }
+  void forward_into(eigenet::ConstView<Scalar> x, eigenet::View<Scalar> y) override {
+    for (eigenet::Index i = 0; i < x.size(); ++i) y.data[i] = x.data[i] * x.data[i];
   }
+  void backward_into(eigenet::ConstView<Scalar> x, eigenet::ConstView<Scalar> dy, eigenet::View<Scalar> dx) override {
+    for (eigenet::Index i = 0; i < x.size(); ++i) dx.data[i] = factor_ * 2 * x.data[i] * dy.data[i];
+  }
+
+ private:
+  Scalar factor_;
+};
+
+/// The mismatches the checker counts for Square(factor), and the failures it reported
+/// (intercepted, so they do not fail this test).
+template <typename Scalar>
+std::pair<int, int> check_square(double factor) {
+  Square<Scalar> layer(factor);
+  const auto x = random_values(12, 21, 0.5, 2.0);
+  ::testing::TestPartResultArray reported;
+  int mismatches = 0;
+  {
+    ::testing::ScopedFakeTestPartResultReporter intercept(
+        ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &reported);
+    mismatches = check_layer_gradients(layer, {3, 4}, std::vector<Scalar>(x.begin(), x.end()));
+  }
+  for (int i = 0; i < reported.size(); ++i)
+    EXPECT_NE(std::string(reported.GetTestPartResult(i).message()).find("finite differences give"), std::string::npos);
+  return {mismatches, reported.size()};
+}
+
+TEST(GradientChecker, CatchesAWrongGradientAndPassesARightOne) {
+  EXPECT_EQ(check_square<double>(1.01), std::make_pair(12, 5));  // every element wrong, the first 5 reported
+  EXPECT_EQ(check_square<float>(1.03), std::make_pair(12, 5));
+  EXPECT_EQ(check_square<double>(1.0), std::make_pair(0, 0));
+  EXPECT_EQ(check_square<float>(1.0), std::make_pair(0, 0));
+}
+
+TEST(LossGradient, SoftmaxCrossEntropyMatchesFiniteDifferences) {
+  const eigenet::Index n = 4, k = 5;
+  const std::vector<std::int64_t> labels{0, 4, 2, 2};
+  eigenet::SoftmaxCrossEntropy<double> loss;
+  EXPECT_EQ(eigenet::testing::check_loss_gradients(loss, {n, k}, random_values(n * k, 13, -3.0, 3.0), labels), 0);
+  eigenet::SoftmaxCrossEntropy<float> loss_float;
+  const auto logits = random_values(n * k, 14, -3.0, 3.0);
+  EXPECT_EQ(eigenet::testing::check_loss_gradients(loss_float, {n, k}, std::vector<float>(logits.begin(), logits.end()),
+                                                   labels),
+            0);
 }
 
 }  // namespace

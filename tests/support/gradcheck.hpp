@@ -15,7 +15,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <random>
 #include <string>
@@ -53,6 +55,37 @@ inline std::vector<double> random_values(Index count, std::uint32_t seed, double
   return values;
 }
 
+/// The core of every check: for each of `count` values at `values`, perturbs it by ±step
+/// (restoring it after), evaluates `loss()` (a double) and compares the central difference
+/// with analytic[i]. Returns the number of mismatches; reports the first few, naming `who`
+/// and `what[i]`.
+template <typename Scalar, typename Loss>
+int compare_with_finite_differences(Scalar* values, const Scalar* analytic, Index count, Loss&& loss,
+                                    const std::string& who, const std::string& what, const GradCheckOptions& options,
+                                    int reported_so_far = 0) {
+  const auto step = static_cast<Scalar>(options.step);
+  int mismatches = 0;
+  for (Index i = 0; i < count; ++i) {
+    const Scalar saved = values[i];
+    values[i] = saved + step;
+    const double plus = loss();
+    values[i] = saved - step;
+    const double minus = loss();
+    values[i] = saved;
+    // The step actually taken: saved ± step rounded to Scalar.
+    const double taken = static_cast<double>(Scalar(saved + step)) - static_cast<double>(Scalar(saved - step));
+    const double numeric = (plus - minus) / taken;
+    const auto exact = static_cast<double>(analytic[i]);
+    const double tol = options.abs_tol + options.rel_tol * std::max(std::abs(exact), std::abs(numeric));
+    if (!(std::abs(exact - numeric) <= tol)) {
+      if (reported_so_far + ++mismatches <= 5)
+        ADD_FAILURE() << who << ": gradient of " << what << "[" << i << "]: backward gives " << exact
+                      << ", finite differences give " << numeric;
+    }
+  }
+  return mismatches;
+}
+
 /// Returns the number of mismatching elements (0 when everything agrees) and reports
 /// each mismatch (up to a few) as a gtest failure.
 template <typename Scalar>
@@ -64,17 +97,16 @@ int check_layer_gradients(Layer<Scalar>& layer, const Shape& input_shape, std::v
   const std::vector<Scalar> upstream(upstream_values.begin(), upstream_values.end());
   std::vector<Scalar> y(static_cast<std::size_t>(out_count));
 
-  auto loss_at = [&](const std::vector<Scalar>& input) {
+  auto loss = [&] {
     options.before_forward();
-    layer.forward_into({input.data(), input_shape}, {y.data(), output_shape});
+    layer.forward_into({x.data(), input_shape}, {y.data(), output_shape});
     double total = 0.0;
     for (std::size_t i = 0; i < y.size(); ++i) total += static_cast<double>(upstream[i]) * static_cast<double>(y[i]);
     return total;
   };
-  const auto step = static_cast<Scalar>(options.step);
 
   // Analytic gradients.
-  loss_at(x);
+  loss();
   layer.zero_grad();
   std::vector<Scalar> dx(x.size());
   layer.backward_into({x.data(), input_shape}, {upstream.data(), output_shape}, {dx.data(), input_shape});
@@ -82,43 +114,27 @@ int check_layer_gradients(Layer<Scalar>& layer, const Shape& input_shape, std::v
   std::vector<std::vector<Scalar>> param_grads;
   for (const auto& p : parameters) param_grads.emplace_back(p.grad, p.grad + p.size);
 
-  int mismatches = 0;
-  auto compare = [&](Scalar analytic_value, double numeric, const std::string& where) {
-    const auto analytic = static_cast<double>(analytic_value);
-    const double tol = options.abs_tol + options.rel_tol * std::max(std::abs(analytic), std::abs(numeric));
-    if (!(std::abs(analytic - numeric) <= tol)) {
-      if (++mismatches <= 5)
-        ADD_FAILURE() << layer.name() << ": gradient of " << where << ": backward gives " << analytic
-                      << ", finite differences give " << numeric;
-    }
-  };
-
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const Scalar saved = x[i];
-    x[i] = saved + step;
-    const double plus = loss_at(x);
-    x[i] = saved - step;
-    const double minus = loss_at(x);
-    x[i] = saved;
-    // The step actually taken: saved ± step rounded to Scalar.
-    const double taken = static_cast<double>(Scalar(saved + step)) - static_cast<double>(Scalar(saved - step));
-    compare(dx[i], (plus - minus) / taken, "input[" + std::to_string(i) + "]");
-  }
-  for (std::size_t k = 0; k < parameters.size(); ++k) {
-    for (Index i = 0; i < parameters[k].size; ++i) {
-      Scalar& value = parameters[k].value[i];
-      const Scalar saved = value;
-      value = saved + step;
-      const double plus = loss_at(x);
-      value = saved - step;
-      const double minus = loss_at(x);
-      value = saved;
-      const double taken = static_cast<double>(Scalar(saved + step)) - static_cast<double>(Scalar(saved - step));
-      compare(param_grads[k][static_cast<std::size_t>(i)], (plus - minus) / taken,
-              parameters[k].name + "[" + std::to_string(i) + "]");
-    }
-  }
+  int mismatches = compare_with_finite_differences(x.data(), dx.data(), static_cast<Index>(x.size()), loss,
+                                                   layer.name(), "input", options);
+  for (std::size_t k = 0; k < parameters.size(); ++k)
+    mismatches += compare_with_finite_differences(parameters[k].value, param_grads[k].data(), parameters[k].size, loss,
+                                                  layer.name(), parameters[k].name, options, mismatches);
   return mismatches;
+}
+
+/// The same check for a loss: L(logits) = loss.forward(logits, labels), whose gradient
+/// loss.backward_into gives. Works for any loss with SoftmaxCrossEntropy's interface.
+template <typename Loss, typename Scalar>
+int check_loss_gradients(Loss& loss, const Shape& logits_shape, std::vector<Scalar> logits,
+                         const std::vector<std::int64_t>& labels,
+                         const GradCheckOptions& options = options_for<Scalar>()) {
+  const auto label_count = static_cast<Index>(labels.size());
+  auto value = [&] { return loss.forward({logits.data(), logits_shape}, labels.data(), label_count); };
+  value();
+  std::vector<Scalar> grad(logits.size());
+  loss.backward_into({grad.data(), logits_shape});
+  return compare_with_finite_differences(logits.data(), grad.data(), static_cast<Index>(logits.size()), value, "loss",
+                                         "logits", options);
 }
 
 }  // namespace eigenet::testing
