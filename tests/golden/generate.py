@@ -97,14 +97,19 @@ class Writer:
 # --- BatchNorm -------------------------------------------------------------------------
 
 def batchnorm_case(name, module, shape, eps, momentum, seed, mean=0.0, std=1.0, affine=True,
-                   track_running_stats=True, channels_last=False):
+                   track_running_stats=True, channels_last=False, constant_channels=None):
     """Three training steps (forward, backward, running statistics after each), then one
     inference step (forward and backward with the running statistics, or with batch
     statistics when track_running_stats is off). momentum None is PyTorch's cumulative
     average. channels_last: x has its channels on the last axis (Keras axis=-1); PyTorch
-    runs on x moved to channels-first and its results are moved back."""
+    runs on x moved to channels-first and its results are moved back.
+    constant_channels: {channel: value} (channels first): in every step those channels of x
+    hold that value (rounded to float32), so their batch variance is 0 and only eps keeps
+    1/sqrt(var + eps) finite; the other channels are random as usual."""
+    assert not (constant_channels and channels_last)
     torch.manual_seed(seed)
     channels = shape[-1] if channels_last else shape[1]
+    constants = {c: float(f32(torch.tensor(value, dtype=DTYPE))) for c, value in (constant_channels or {}).items()}
     bn = module(channels, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats,
                 dtype=DTYPE)
     gamma = uniform(0.5, 2.0, channels)
@@ -116,6 +121,8 @@ def batchnorm_case(name, module, shape, eps, momentum, seed, mean=0.0, std=1.0, 
 
     options = f"eps={eps}, momentum={momentum}, affine={affine}, track_running_stats={track_running_stats}"
     layout = "channels last, moved to channels first for PyTorch" if channels_last else "channels first"
+    if constants:
+        layout += ", constant channels " + ", ".join(f"{c} = {v!r}" for c, v in sorted(constants.items()))
     w = Writer(name, f"{module.__name__}({channels}, {options}) on {tuple(shape)} ({layout})")
     w.comment("training steps k = 1, 2, 3: x_k, dy_k -> y_k, dx_k, dgamma_k, dbeta_k (gradients of that step")
     w.comment("alone), running_mean_k, running_var_k; then eval mode with the running statistics of step 3")
@@ -129,6 +136,13 @@ def batchnorm_case(name, module, shape, eps, momentum, seed, mean=0.0, std=1.0, 
     w.array("channels_last", 1.0 if channels_last else 0.0)
     w.array("gamma", gamma)
     w.array("beta", beta)
+    if constants:
+        w.comment("constant_channels, constant_values: in every step x[:, constant_channels[k]] == constant_values[k]")
+        w.comment("(variance 0: in training y = beta and dgamma = 0 there, dx = gamma/sqrt(eps) (dy - mean dy);")
+        w.comment("PyTorch's y is beta only up to its rounding of x*alpha + (beta - mean*alpha),")
+        w.comment("alpha = gamma/sqrt(var + eps))")
+        w.array("constant_channels", torch.tensor(sorted(constants), dtype=DTYPE))
+        w.array("constant_values", torch.tensor([constants[c] for c in sorted(constants)], dtype=DTYPE))
 
     def to_torch(t):
         return t.movedim(-1, 1) if channels_last else t
@@ -138,7 +152,10 @@ def batchnorm_case(name, module, shape, eps, momentum, seed, mean=0.0, std=1.0, 
 
     def step(tag, training):
         bn.train(training)
-        x = randn(*shape, mean=mean, std=std).requires_grad_(True)
+        x = randn(*shape, mean=mean, std=std)
+        for c, value in constants.items():
+            x[:, c] = value
+        x.requires_grad_(True)
         dy = randn(*shape)
         bn.zero_grad(set_to_none=True)
         y = from_torch(bn(to_torch(x)))
@@ -409,6 +426,10 @@ def main():
                    seed=127, channels_last=True)
     batchnorm_case("batchnorm3d_channels_last_momentum_none", torch.nn.BatchNorm3d, (2, 2, 3, 2, 3), eps=1e-5,
                    momentum=None, seed=128, channels_last=True)
+    batchnorm_case("batchnorm1d_constant_channels", torch.nn.BatchNorm1d, (8, 4), eps=1e-5, momentum=0.1, seed=150,
+                   constant_channels={1: 3.0, 3: 1e4})
+    batchnorm_case("batchnorm2d_constant_channel", torch.nn.BatchNorm2d, (3, 4, 3, 5), eps=1e-5, momentum=0.1,
+                   seed=151, constant_channels={2: 0.1})
     keras_case("batchnorm_keras_nhwc", (4, 3, 3, 5), seed=130)
     keras_case("batchnorm_keras_nc", (8, 3), seed=131, keras_momentum=0.9, epsilon=1e-2)
     ghost_case("batchnorm1d_ghost", (10, 3), 4, seed=140)

@@ -15,10 +15,7 @@
 
 #include "eigenet/eigenet.hpp"
 #include "support/checks.hpp"
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 namespace {
 
@@ -28,7 +25,11 @@ using eigenet::FeatureAlphaDropout;
 using eigenet::Index;
 using eigenet::Shape;
 using eigenet::testing::contains;
+using eigenet::testing::kHaveOpenMP;
+using eigenet::testing::kNoOpenMP;
 using eigenet::testing::message_of;
+using eigenet::testing::ThreadCount;
+using eigenet::testing::threads_that_ran;
 
 constexpr double kAlphaPrime = -1.7580993408473766;  // SELU's −λα
 
@@ -259,24 +260,25 @@ TEST(FeatureAlphaDropout, WholeChannelsTakeTheDroppedValueTogether) {
   EXPECT_LT(dropped, 60);
 }
 
-#if defined(_OPENMP)
 TEST(AlphaDropout, IdenticalWithOneAndTwoThreads) {
-  const Shape shape{300001};
-  const auto normal = standard_normal(300001, 10);
+  if (!kHaveOpenMP) GTEST_SKIP() << kNoOpenMP;
+  const Index count = 300001;
+  const Index grain = Index{1} << 16;  // kernels::apply_masked's chunk, in elements
+  const Shape shape{count};
+  ASSERT_EQ(eigenet::kernels::chunk_count(count, grain), 5) << "several chunks of the parallel loop";
+  ASSERT_EQ(threads_that_ran(2, count, grain), 2) << "the two-thread run must really run two threads";
+  const auto normal = standard_normal(static_cast<std::size_t>(count), 10);
   const std::vector<float> x(normal.begin(), normal.end());
-  const int saved = omp_get_max_threads();
   std::vector<std::vector<float>> ys, dxs;
   for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
+    const ThreadCount scope(threads);
     AlphaDropout<float> layer(0.3, 6);
     ys.push_back(forward(layer, x, shape));
     dxs.push_back(backward(layer, x, x, shape));
   }
-  omp_set_num_threads(saved);
   EXPECT_EQ(std::memcmp(ys[0].data(), ys[1].data(), x.size() * sizeof(float)), 0);
   EXPECT_EQ(std::memcmp(dxs[0].data(), dxs[1].data(), x.size() * sizeof(float)), 0);
 }
-#endif
 
 TEST(AlphaDropout, MonteCarloModeStaysStochasticInInference) {
   const Shape shape{8, 8};

@@ -4,7 +4,8 @@
 // Each case: γ, β set; three training steps (forward, backward, running statistics after
 // each step), then an inference step with the running statistics of step 3 (forward and
 // backward). The options of a case (eps, momentum or none, affine, track_running_stats,
-// channels last) are read from its file. The large-mean cases feed x = 10000 + randn.
+// channels last) are read from its file. The large-mean cases feed x = 10000 + randn; the
+// constant-channel cases hold some channels constant (variance 0), compared channel by channel.
 // Keras cases come from Keras' published formulas (run with PyTorch autograd; Keras is not
 // installable here); ghost cases from PyTorch's BatchNorm applied chunk by chunk. A frozen
 // BatchNorm in a training parent must give PyTorch's eval-mode step. Every case runs in
@@ -12,6 +13,7 @@
 // compared with the float64 golden values.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -179,6 +181,110 @@ void check_large_mean(const std::string& file) {
   check_step(bn, golden, "");
 }
 
+// Constant channels (batchnorm1d_constant_channels: channels 1 and 3 hold 3.0 and 1e4 in
+// every step; batchnorm2d_constant_channel: channel 2 holds 0.1 rounded to float). Their
+// batch variance is 0, so only eps keeps 1/sqrt(var + eps) finite. Values of very different
+// size then sit side by side — dx of a constant channel is γ/√eps · (dy − mean dy), ~300
+// times the others, and at 1e4 its running mean and inference output reach 1e3..1e4 — so y,
+// dx and the running statistics are compared channel by channel, each to its own magnitude
+// (compared as one array, the large channels would hide an error in the others).
+// Exact: in training a constant channel's output is β and its dγ is 0 (x − mean = 0), in
+// float and double. PyTorch's float64 output there is β only to its own rounding: it computes
+// x·α + (β − mean·α), α = γ/√(var + eps), which rounds at the ulp of |x·α| (measured: 1.2e-10
+// off β at x = 1e4, where |x·α| = 3.5e6). So the comparison with PyTorch allows
+// 2·2^-52·|x·α| more on those values (1.5e-9 at 1e4), and the exact check holds eigenet to β.
+
+/// The values of channel c of a channels-first (N, C, ...) array, in order.
+template <typename T>
+std::vector<T> channel_values(const std::vector<T>& values, const Shape& shape, Index c) {
+  const Index samples = shape.at(0), channels = shape.at(1);
+  const Index spatial = eigenet::element_count(shape) / (samples * channels);
+  std::vector<T> out;
+  for (Index n = 0; n < samples; ++n)
+    for (Index s = 0; s < spatial; ++s)
+      out.push_back(values[static_cast<std::size_t>((n * channels + c) * spatial + s)]);
+  return out;
+}
+
+/// expect_close for each channel of an (N, C, ...) array on its own, with `extra_abs[c]`
+/// added to the absolute tolerance of channel c (none when empty).
+template <typename Scalar>
+void expect_close_by_channel(const std::vector<Scalar>& actual, const eigenet::testing::GoldenArray& expected,
+                             Tolerance tolerance, const std::vector<double>& extra_abs, const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.values.size()) << what;
+  for (Index c = 0; c < expected.shape.at(1); ++c) {
+    const auto values = channel_values(expected.values, expected.shape, c);
+    const eigenet::testing::GoldenArray channel{{static_cast<Index>(values.size())}, values};
+    Tolerance channel_tolerance = tolerance;
+    if (!extra_abs.empty()) channel_tolerance.abs += extra_abs[static_cast<std::size_t>(c)];
+    expect_close(channel_values(actual, expected.shape, c), channel, channel_tolerance,
+                 what + " channel " + std::to_string(c));
+  }
+}
+
+/// expect_close for each element of a (C) array on its own.
+template <typename Scalar>
+void expect_close_by_element(const Scalar* actual, const eigenet::testing::GoldenArray& expected, Tolerance tolerance,
+                             const std::string& what) {
+  for (Index c = 0; c < expected.size(); ++c) {
+    const eigenet::testing::GoldenArray element{{1}, {expected.values[static_cast<std::size_t>(c)]}};
+    expect_close(actual + c, 1, element, tolerance, what + "[" + std::to_string(c) + "]");
+  }
+}
+
+template <typename Scalar>
+void check_constant_channel_step(BatchNorm<Scalar>& bn, const GoldenFile& golden, const std::string& suffix) {
+  const Tolerance tol = tolerance<Scalar>();
+  const Shape shape = golden["x" + suffix].shape;
+  const auto x = golden["x" + suffix].as<Scalar>(), dy = golden["dy" + suffix].as<Scalar>();
+  const auto constant = golden["constant_channels"].values, value = golden["constant_values"].values;
+  ASSERT_EQ(constant.size(), value.size());
+  const double eps = golden.scalar("eps");
+  const bool training = bn.is_training();
+  std::vector<Scalar> y(x.size()), dx(x.size());
+  bn.forward_into({x.data(), shape}, {y.data(), shape});
+  bn.zero_grad();
+  bn.backward_into({x.data(), shape}, {dy.data(), shape}, {dx.data(), shape});
+
+  std::vector<double> pytorch_rounding(static_cast<std::size_t>(bn.num_features()), 0.0);
+  for (std::size_t k = 0; k < constant.size(); ++k) {
+    const auto c = static_cast<Index>(constant[k]);
+    for (Scalar v : channel_values(x, shape, c))
+      ASSERT_EQ(static_cast<double>(v), value[k]) << "x" << suffix << " channel " << c << " is not constant";
+    const double gamma = golden["gamma"].values[static_cast<std::size_t>(c)];
+    if (training)
+      pytorch_rounding[static_cast<std::size_t>(c)] = 0x1.0p-51 * std::abs(value[k] * gamma) / std::sqrt(eps);
+  }
+  expect_close_by_channel(y, golden["y" + suffix], tol, pytorch_rounding, "y" + suffix);
+  expect_close_by_channel(dx, golden["dx" + suffix], tol, {}, "dx" + suffix);
+  expect_close(bn.weight_grad(), golden["dgamma" + suffix], tol, "dgamma" + suffix);
+  expect_close(bn.bias_grad(), golden["dbeta" + suffix], tol, "dbeta" + suffix);
+  if (training) {
+    expect_close_by_element(bn.running_mean().data(), golden["running_mean" + suffix], tol, "running_mean" + suffix);
+    expect_close_by_element(bn.running_var().data(), golden["running_var" + suffix], tol, "running_var" + suffix);
+    for (double channel : constant) {
+      const auto c = static_cast<Index>(channel);
+      for (Scalar v : channel_values(y, shape, c)) ASSERT_EQ(v, bn.bias()(c)) << "y" << suffix << " channel " << c;
+      EXPECT_EQ(bn.weight_grad()(c), Scalar(0)) << "dgamma" << suffix << " channel " << c;
+    }
+  }
+}
+
+template <typename Scalar>
+void check_constant_channels(const std::string& file) {
+  const GoldenFile golden(file);
+  SCOPED_TRACE(golden.path());
+  const BatchNormOptions options = options_of(golden);
+  ASSERT_EQ(options.channel_axis, ChannelAxis::First);
+  ASSERT_TRUE(options.affine && options.track_running_stats);
+  BatchNorm<Scalar> bn(channels_of(golden, options), options);
+  set_affine(bn, golden);
+  for (const char* step : {"_1", "_2", "_3"}) check_constant_channel_step(bn, golden, step);
+  EXPECT_EQ(bn.num_batches_tracked(), 3);
+  bn.eval();
+  check_constant_channel_step(bn, golden, "_eval");
+}
+
 class BatchNormGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(BatchNormGolden, TrainingStepsThenEvalMatchPyTorchInDouble) { check_training_and_eval<double>(GetParam()); }
@@ -198,6 +304,19 @@ INSTANTIATE_TEST_SUITE_P(Cases, BatchNormGolden,
                              if (c == '-' || c == '.') c = '_';
                            return name;
                          });
+
+class BatchNormConstantChannelGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BatchNormConstantChannelGolden, TrainingStepsThenEvalMatchPyTorchChannelByChannelInDouble) {
+  check_constant_channels<double>(GetParam());
+}
+TEST_P(BatchNormConstantChannelGolden, TrainingStepsThenEvalMatchPyTorchChannelByChannelInFloat) {
+  check_constant_channels<float>(GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, BatchNormConstantChannelGolden,
+                         ::testing::Values("batchnorm1d_constant_channels", "batchnorm2d_constant_channel"),
+                         [](const auto& info) { return std::string(info.param); });
 
 class BatchNormLargeMeanGolden : public ::testing::TestWithParam<std::string> {};
 

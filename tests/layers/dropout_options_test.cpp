@@ -1,13 +1,15 @@
 // Behaviour of Dropout's options: masks shared along chosen axes (Keras noise_shape) and
 // channel dropout (Dropout2d) follow the documented noise index bit for bit; bad axes and
 // ranks are rejected with clear messages; a batch run in chunks (forward_chunk with sample
-// offsets) gets the mask of the whole; 1 thread == 2 threads; the Monte-Carlo flag keeps a
+// offsets) gets the mask of the whole; 1 thread == 2 threads, and ~300,000 elements (several
+// chunks, two threads) follow the documented mask exactly; the Monte-Carlo flag keeps a
 // Dropout stochastic in inference and survives a parent's train()/eval(); and the
 // statistics for p in {0.1, 0.5, 0.9}: drop rate (per mask element) within 4 sigma of p and
 // E[y] = x within 4 sigma, with and without shared axes.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <string>
@@ -16,10 +18,7 @@
 #include "eigenet/eigenet.hpp"
 #include "support/checks.hpp"
 #include "support/dropout_support.hpp"
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 namespace {
 
@@ -31,8 +30,13 @@ using eigenet::Sequential;
 using eigenet::Shape;
 using eigenet::Tensor;
 using eigenet::testing::contains;
+using eigenet::testing::documented_keep;
+using eigenet::testing::kHaveOpenMP;
+using eigenet::testing::kNoOpenMP;
 using eigenet::testing::message_of;
 using eigenet::testing::ramp;
+using eigenet::testing::ThreadCount;
+using eigenet::testing::threads_that_ran;
 
 template <typename Scalar>
 std::vector<Scalar> forward(Dropout<Scalar>& dropout, const std::vector<Scalar>& x, const Shape& shape) {
@@ -257,8 +261,20 @@ TEST(DropoutChunks, TypedChunkForwardAndBadOffsets) {
   EXPECT_TRUE(contains(message, "-1"));
 }
 
-#if defined(_OPENMP)
+/// How kernels::apply_masked splits a broadcast mask over `shape`: `rows` rows of the
+/// innermost collapsed axis, `grain` rows per chunk of its parallel loop.
+struct MaskSplit {
+  Index rows = 0, grain = 0;
+};
+
+MaskSplit mask_split(const Shape& shape, const std::vector<bool>& shared) {
+  const auto layout = eigenet::kernels::noise_layout(shape, shared);
+  const Index row_length = layout.extents.back();
+  return {layout.count / row_length, eigenet::kernels::rows_per_chunk(row_length, Index{1} << 16)};
+}
+
 TEST(DropoutSharedAxes, MaskIsIdenticalWithOneAndTwoThreads) {
+  if (!kHaveOpenMP) GTEST_SKIP() << kNoOpenMP;
   struct Config {
     Shape shape;
     DropoutOptions options;
@@ -266,23 +282,69 @@ TEST(DropoutSharedAxes, MaskIsIdenticalWithOneAndTwoThreads) {
   const std::vector<Config> configs{{{64, 32, 16, 16}, DropoutOptions::channels()},
                                     {{512, 8, 130}, DropoutOptions::shared({1})},
                                     {{300, 1100}, DropoutOptions::shared({0})}};
-  const int saved = omp_get_max_threads();
   for (const Config& config : configs) {
+    SCOPED_TRACE(eigenet::to_string(config.shape));
     const auto x = ramp<float>(eigenet::element_count(config.shape));
+    const MaskSplit split = mask_split(config.shape, Dropout<float>(0.4, 5, config.options).shared_flags(config.shape));
+    ASSERT_GE(eigenet::kernels::chunk_count(split.rows, split.grain), 6) << "several chunks of the parallel loop";
+    ASSERT_EQ(threads_that_ran(2, split.rows, split.grain), 2) << "the two-thread run must really run two threads";
     std::vector<std::vector<float>> ys, dxs;
     for (int threads : {1, 2}) {
-      omp_set_num_threads(threads);
+      const ThreadCount scope(threads);
       Dropout<float> dropout(0.4, 5, config.options);
       ys.push_back(forward(dropout, x, config.shape));
       dxs.push_back(backward(dropout, x, x, config.shape));
     }
-    omp_set_num_threads(saved);
-    EXPECT_EQ(std::memcmp(ys[0].data(), ys[1].data(), x.size() * sizeof(float)), 0) << eigenet::to_string(config.shape);
+    EXPECT_EQ(std::memcmp(ys[0].data(), ys[1].data(), x.size() * sizeof(float)), 0);
     EXPECT_EQ(std::memcmp(dxs[0].data(), dxs[1].data(), x.size() * sizeof(float)), 0);
     EXPECT_EQ(ys[0], dxs[0]);  // x as dy: dx equals y bit for bit
   }
 }
-#endif
+
+// The cases above are a few hundred elements, one chunk of the parallel loop. Here about
+// 300,000 elements are five chunks on two threads, compared element by element with
+// the documented mask at the documented noise index: once along rows that each draw their
+// own mask values (shared axis 1), once with one value per row (channels), so a chunk that
+// started from another chunk's mask index cannot pass.
+TEST(DropoutSharedAxes, MaskIsTheDocumentedFunctionAcrossChunksAndThreads) {
+  const double p = 0.4;
+  const std::uint64_t seed = 23, step = 2;
+  const auto scale = static_cast<float>(1.0 / (1.0 - p));
+  const std::vector<Case> large{{{150, 2, 1001}, DropoutOptions::shared({1}), {false, true, false}},
+                                {{100, 30, 10, 10}, DropoutOptions::channels(), {false, false, true, true}}};
+  for (const Case& c : large) {
+    SCOPED_TRACE(eigenet::to_string(c.shape));
+    const Index count = eigenet::element_count(c.shape);
+    Dropout<float> dropout(p, seed, c.options);
+    ASSERT_EQ(dropout.shared_flags(c.shape), c.shared);
+    const MaskSplit split = mask_split(c.shape, c.shared);
+    ASSERT_GE(eigenet::kernels::chunk_count(split.rows, split.grain), 5) << "several chunks of the parallel loop";
+    if (kHaveOpenMP) {
+      ASSERT_EQ(threads_that_ran(2, split.rows, split.grain), 2);
+    }
+    const ThreadCount two(2);
+    dropout.set_step(step);
+    const auto x = ramp<float>(count);
+    std::vector<float> dy(x.size());
+    for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = -1.0f - static_cast<float>(i % 7);
+    const auto y = forward(dropout, x, c.shape);
+    const auto dx = backward(dropout, x, dy, c.shape);
+    const Index row_length = count / split.rows;  // of the innermost collapsed axis
+    Index kept_count = 0;
+    for (Index i = 0; i < count; ++i) {
+      const Index noise = noise_index(i, c.shape, c.shared);
+      const bool keep = documented_keep(p, seed, step, static_cast<std::uint64_t>(noise));
+      const auto u = static_cast<std::size_t>(i);
+      ASSERT_EQ(y[u], keep ? x[u] * scale : 0.0f)
+          << "forward, element " << i << ", noise index " << noise << " (chunk " << i / row_length / split.grain << ")";
+      ASSERT_EQ(dx[u], keep ? dy[u] * scale : 0.0f) << "backward, element " << i << ", noise index " << noise
+                                                    << " (chunk " << i / row_length / split.grain << ")";
+      kept_count += keep ? 1 : 0;
+    }
+    EXPECT_GT(kept_count, 0);
+    EXPECT_LT(kept_count, count);
+  }
+}
 
 // ---------------------------------------------------------------- Monte-Carlo flag
 

@@ -1,10 +1,12 @@
 // Behaviour of eigenet::Dropout: the probability's domain, inverted-dropout scaling, the
 // reproducible counter-based mask (seed, step, element index), backward reusing exactly the
-// forward mask, thread-count independence, inference as the identity, p = 1 without NaN,
+// forward mask, thread-count independence (two threads really running), the documented
+// mask over several parallel chunks, inference as the identity, p = 1 without NaN,
 // and every rank. Gradients are checked by finite differences in gradient_test.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -13,10 +15,7 @@
 #include "eigenet/eigenet.hpp"
 #include "support/checks.hpp"
 #include "support/dropout_support.hpp"
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 namespace {
 
@@ -26,8 +25,16 @@ using eigenet::Index;
 using eigenet::Shape;
 using eigenet::Tensor;
 using eigenet::testing::contains;
+using eigenet::testing::documented_keep;
+using eigenet::testing::kHaveOpenMP;
+using eigenet::testing::kNoOpenMP;
 using eigenet::testing::message_of;
 using eigenet::testing::ramp;
+using eigenet::testing::ThreadCount;
+using eigenet::testing::threads_that_ran;
+
+/// The chunk of the mask kernels' parallel loop, in elements (kernels::apply_masked).
+constexpr Index kMaskGrain = Index{1} << 16;
 
 /// One training (or inference) forward over x viewed as (count,).
 template <typename Scalar>
@@ -184,28 +191,64 @@ TEST(Dropout, BackwardChecksShapesAndOrder) {
   EXPECT_THROW(dropout.forward_into({x.data(), {3, 4}}, {y.data(), {12}}), eigenet::ShapeError);
 }
 
-#if defined(_OPENMP)
 TEST(Dropout, MaskIsIdenticalWithOneAndTwoThreads) {
-  // Many chunks of the parallel loop (its grain is 2^16 elements).
-  const auto x = ramp<float>(300001);
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  Dropout<float> serial(0.4, 5);
-  const auto y1 = forward(serial, x);
-  omp_set_num_threads(2);
-  Dropout<float> parallel(0.4, 5);
-  const auto y2 = forward(parallel, x);
-  std::vector<float> dx1(x.size()), dx2(x.size());
-  const Shape shape{300001};
-  parallel.backward_into({x.data(), shape}, {x.data(), shape}, {dx2.data(), shape});
-  omp_set_num_threads(1);
-  serial.backward_into({x.data(), shape}, {x.data(), shape}, {dx1.data(), shape});
-  omp_set_num_threads(saved);
+  if (!kHaveOpenMP) GTEST_SKIP() << kNoOpenMP;
+  const Index count = 300001;
+  const Shape shape{count};
+  ASSERT_EQ(eigenet::kernels::chunk_count(count, kMaskGrain), 5) << "several chunks of the parallel loop";
+  ASSERT_EQ(threads_that_ran(1, count, kMaskGrain), 1);
+  ASSERT_EQ(threads_that_ran(2, count, kMaskGrain), 2) << "the two-thread run must really run two threads";
+  const auto x = ramp<float>(count);
+  std::vector<float> y1, y2, dx1(x.size()), dx2(x.size());
+  Dropout<float> serial(0.4, 5), parallel(0.4, 5);
+  {
+    const ThreadCount one(1);
+    y1 = forward(serial, x);
+    serial.backward_into({x.data(), shape}, {x.data(), shape}, {dx1.data(), shape});
+  }
+  {
+    const ThreadCount two(2);
+    y2 = forward(parallel, x);
+    parallel.backward_into({x.data(), shape}, {x.data(), shape}, {dx2.data(), shape});
+  }
   EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)), 0);
   EXPECT_EQ(std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(float)), 0);
   EXPECT_EQ(y1, dx1);  // x as dy: dx must equal y bit for bit
 }
-#endif
+
+// The 5,000 elements above are one chunk of the parallel loop. Here 300,001 elements are
+// five chunks on two threads, compared element by element with the documented mask, so a
+// chunk that drew another chunk's mask (or its own from the wrong index) cannot pass.
+TEST(Dropout, MaskIsTheDocumentedFunctionAcrossChunksAndThreads) {
+  const Index count = 300001;
+  const Shape shape{count};
+  const double p = 0.4;
+  const std::uint64_t seed = 42, step = 3;
+  ASSERT_EQ(eigenet::kernels::chunk_count(count, kMaskGrain), 5);
+  if (kHaveOpenMP) {
+    ASSERT_EQ(threads_that_ran(2, count, kMaskGrain), 2);
+  }
+  const ThreadCount two(2);
+  Dropout<float> dropout(p, seed);
+  dropout.set_step(step);
+  const auto x = ramp<float>(count);
+  std::vector<float> dy(x.size());
+  for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = -1.0f - static_cast<float>(i % 7);
+  const auto y = forward(dropout, x);
+  std::vector<float> dx(x.size());
+  dropout.backward_into({x.data(), shape}, {dy.data(), shape}, {dx.data(), shape});
+  const auto scale = static_cast<float>(1.0 / (1.0 - p));
+  Index kept_count = 0;
+  for (Index i = 0; i < count; ++i) {
+    const bool keep = documented_keep(p, seed, step, static_cast<std::uint64_t>(i));
+    const auto u = static_cast<std::size_t>(i);
+    ASSERT_EQ(y[u], keep ? x[u] * scale : 0.0f) << "forward, element " << i << " (chunk " << i / kMaskGrain << ")";
+    ASSERT_EQ(dx[u], keep ? dy[u] * scale : 0.0f) << "backward, element " << i << " (chunk " << i / kMaskGrain << ")";
+    kept_count += keep ? 1 : 0;
+  }
+  // 300,001 draws: the standard error of the kept fraction is 0.0009; 0.005 is 5.6 of it.
+  EXPECT_NEAR(static_cast<double>(kept_count) / static_cast<double>(count), 1.0 - p, 0.005);
+}
 
 TEST(Dropout, InferenceIsTheIdentity) {
   for (double p : {0.0, 0.5, 1.0}) {

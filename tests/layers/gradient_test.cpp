@@ -62,11 +62,15 @@ TEST(DenseGradient, MatchesFiniteDifferencesForBothInits) {
   }
 }
 
-TEST(ReLUGradient, MatchesFiniteDifferencesAwayFromTheKink) {
-  ReLU<double> relu;
-  auto x = random_values(30, 10);
-  for (double& v : x) v += v >= 0 ? 0.1 : -0.1;  // keep every value a step away from 0
-  EXPECT_EQ(check_layer_gradients(relu, {5, 6}, x), 0);
+TEST(ReLUGradient, MatchesFiniteDifferencesAwayFromTheKinkInBothModes) {
+  for (bool training : {true, false}) {
+    ReLU<double> relu;
+    relu.set_training(training);
+    auto x = random_values(30, training ? 10 : 13);
+    for (double& v : x) v += v >= 0 ? 0.1 : -0.1;  // keep every value a step away from 0
+    EXPECT_EQ(check_layer_gradients(relu, {5, 6}, x), 0) << "training=" << training;
+    EXPECT_EQ(relu.is_training(), training) << "the checker must not change the mode it checks";
+  }
 }
 
 class DropoutGradient : public ::testing::TestWithParam<std::tuple<double, bool>> {};

@@ -1,14 +1,17 @@
 // tests/support/dropout_support.hpp — pieces the Dropout tests share: distinct non-zero
-// inputs, and one forward + backward of a dropout layer on a golden file's x and dy, checked
-// against PyTorch's outputs in training and inference mode.
+// inputs, the documented mask written out independently of the kernels, and one forward +
+// backward of a dropout layer on a golden file's x and dy, checked against PyTorch's outputs
+// in training and inference mode.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "eigenet/kernels/random.hpp"
 #include "eigenet/layers/dropout.hpp"
 #include "support/golden.hpp"
 
@@ -21,6 +24,14 @@ std::vector<Scalar> ramp(Index count) {
   for (Index i = 0; i < count; ++i)
     x[static_cast<std::size_t>(i)] = Scalar(1) + static_cast<Scalar>(i) / static_cast<Scalar>(count);
   return x;
+}
+
+/// The documented mask (eigenet/kernels/dropout.hpp), written from its definition and not
+/// from the kernel's loops: mask element `index` of training forward `step` is kept when
+///   random_bits(stream_key(seed, step), index) >= round(p · 2^32),   0 <= p < 1.
+inline bool documented_keep(double p, std::uint64_t seed, std::uint64_t step, std::uint64_t index) {
+  const auto threshold = static_cast<std::uint64_t>(std::llround(p * 4294967296.0));
+  return kernels::random_bits(kernels::stream_key(seed, step), index) >= threshold;
 }
 
 template <typename Scalar>
