@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "eigenet/eigenet.hpp"
@@ -200,5 +201,41 @@ TEST(Dense, CopiesAreIndependent) {
   EXPECT_NE(original.weight()(0, 0), 100.0f);
   EXPECT_NE(copy.parameters()[0].value, original.parameters()[0].value);
 }
+
+// Backward needs the input of the last forward (layer.hpp's contract), as every layer.
+TEST(Dense, BackwardFollowsAForwardOfTheSameShape) {
+  Dense<float> dense(3, 2, Init::HeUniform, 1);
+  const Tensor<float, 2> x = Tensor<float, 2>(4, 3).setConstant(0.5f);
+  const Tensor<float, 2> dy = Tensor<float, 2>(4, 2).setConstant(1.0f);
+  std::string message = message_of<eigenet::StateError>([&] { dense.backward(x, dy); });
+  EXPECT_TRUE(contains(message, "Dense(3 -> 2): backward called before forward"));
+  EXPECT_EQ(dense.weight_grad()(0, 0), 0.0f) << "nothing accumulated by the refused call";
+  dense.forward(x);
+  const Tensor<float, 2> other = Tensor<float, 2>(5, 3).setConstant(0.5f);
+  message = message_of<eigenet::StateError>([&] { dense.backward(other, Tensor<float, 2>(5, 2).setZero()); });
+  EXPECT_TRUE(contains(message, "(4, 3)"));
+  EXPECT_NO_THROW(dense.backward(x, dy));
+}
+
+// Parameter tensors may be written, not resized: an optimiser holds their addresses, and a
+// smaller tensor would be read past its end.
+TEST(Dense, AResizedParameterTensorThrowsInsteadOfReadingPastIt) {
+  Dense<float> dense(3, 2, Init::HeUniform, 1);
+  const Tensor<float, 2> x = Tensor<float, 2>(4, 3).setConstant(0.5f);
+  dense.weight() = Tensor<float, 2>(1, 1).setZero();
+  std::string message = message_of<eigenet::StateError>([&] { dense.forward(x); });
+  EXPECT_TRUE(contains(message, "weight was resized to (1, 1)"));
+  EXPECT_TRUE(contains(message, "must stay (2, 3)"));
+  dense.weight() = Tensor<float, 2>(2, 3).setConstant(0.1f);  // the right shape again: fine
+  dense.bias() = Tensor<float, 1>(7).setZero();
+  message = message_of<eigenet::StateError>([&] { dense.forward(x); });
+  EXPECT_TRUE(contains(message, "bias"));
+}
+
+// Assigning one layer over another would free the parameters an optimiser points at
+// (heap use after free in a user's "re-initialise by assignment"): it does not compile.
+static_assert(!std::is_copy_assignable_v<Dense<float>> && !std::is_move_assignable_v<Dense<float>>,
+              "layers are not assignable: an optimiser holds their parameters' addresses");
+static_assert(std::is_copy_constructible_v<Dense<float>>, "layers copy-construct (clone)");
 
 }  // namespace

@@ -2,6 +2,8 @@
 // PyTorch), any rank, shape checks, and large inputs split across threads.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -82,6 +84,43 @@ TEST(ReLU, RejectsMismatchedShapesNamingTheLayer) {
   EXPECT_TRUE(contains(message, "ReLU"));
   EXPECT_TRUE(contains(message, "(3, 5)"));
   EXPECT_THROW(relu.backward_into({x.data(), {3, 4}}, {y.data(), {3, 4}}, {y.data(), {12}}), eigenet::ShapeError);
+}
+
+// NaN stays NaN, as in PyTorch: a NaN that reached the activations must not become a
+// plausible 0 and hide the breakage upstream (the loss then refuses non-finite logits).
+TEST(ReLU, NaNPropagatesAndInfinitiesFollowTheSign) {
+  ReLU<float> relu;
+  Tensor<float, 2> x(1, 4);
+  x.setValues({{std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                -std::numeric_limits<float>::infinity(), -0.0f}});
+  const auto y = relu.forward(x);
+  EXPECT_TRUE(std::isnan(y(0, 0)));
+  EXPECT_EQ(y(0, 1), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(y(0, 2), 0.0f);
+  EXPECT_EQ(y(0, 3), 0.0f);
+}
+
+TEST(ReLU, BackwardFollowsAForwardOfTheSameShape) {
+  ReLU<float> relu;
+  const Tensor<float, 2> x = Tensor<float, 2>(3, 4).setConstant(1.0f);
+  std::string message = message_of<eigenet::StateError>([&] { relu.backward(x, x); });
+  EXPECT_TRUE(contains(message, "ReLU: backward called before forward"));
+  relu.forward(x);
+  const Tensor<float, 2> other = Tensor<float, 2>(2, 4).setConstant(1.0f);
+  message = message_of<eigenet::StateError>([&] { relu.backward(other, other); });
+  EXPECT_TRUE(contains(message, "(3, 4)"));
+  EXPECT_TRUE(contains(message, "(2, 4)"));
+  EXPECT_NO_THROW(relu.backward(x, x));
+}
+
+TEST(ReLU, ANullInputOrOutputIsNamed) {
+  ReLU<float> relu;
+  std::vector<float> y(4);
+  const std::string message = message_of<eigenet::ValueError>([&] {
+    relu.forward_into({nullptr, {2, 2}}, {y.data(), {2, 2}});
+  });
+  EXPECT_TRUE(contains(message, "ReLU: x of shape (2, 2) has no data"));
+  EXPECT_THROW(relu.forward_into({y.data(), {2, 2}}, {nullptr, {2, 2}}), eigenet::ValueError);
 }
 
 }  // namespace

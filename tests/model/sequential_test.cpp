@@ -4,6 +4,7 @@
 // (unique_ptr: movable, not copyable, each layer destroyed exactly once).
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -266,6 +267,62 @@ TEST(Sequential, TrainsWithAnOptimiserOverItsParameters) {
     adam.step();
   }
   EXPECT_LT(last, 0.2 * first);
+}
+
+// A shape error anywhere in the chain is found before any layer runs: no running statistics
+// move, no dropout step advances, and backward still follows the last good forward.
+TEST(Sequential, AShapeErrorChangesNoLayer) {
+  Sequential<float> model;
+  model.add<Dense<float>>(4, 6, eigenet::Init::HeUniform, 1);
+  auto& bn = model.add<BatchNorm<float>>(6);
+  auto& dropout = model.add<Dropout<float>>(0.5, 3);
+  model.add<Dense<float>>(5, 3, eigenet::Init::HeUniform, 2);  // 6 -> 5 mismatch
+  const std::string message = message_of<eigenet::ShapeError>([&] { model.forward(input(4, 4)); });
+  EXPECT_TRUE(contains(message, "Sequential layer 3"));
+  EXPECT_EQ(bn.num_batches_tracked(), 0);
+  EXPECT_EQ(dropout.step(), 0u);
+}
+
+// A layer that throws for a value (a NaN reaching BatchNorm) after earlier layers ran: the
+// activations now mix two batches, so backward refuses until a forward succeeds.
+TEST(Sequential, BackwardAfterAFailedForwardIsRefused) {
+  Network net;
+  const auto x = input(4, 4);
+  net.model.forward(x);
+  auto poisoned = x;
+  poisoned(2, 1) = std::numeric_limits<float>::quiet_NaN();
+  const std::string message = message_of<eigenet::ValueError>([&] { net.model.forward(poisoned); });
+  EXPECT_TRUE(contains(message, "BatchNorm(6)"));
+  EXPECT_TRUE(contains(message, "NaN or infinite"));
+  EXPECT_EQ(net.bn->num_batches_tracked(), 1) << "the NaN batch did not reach the running statistics";
+  const std::string refused =
+      message_of<eigenet::StateError>([&] { net.model.backward(x, Tensor<float, 2>(4, 3).setZero()); });
+  EXPECT_TRUE(contains(refused, "after a forward that threw"));
+  net.model.forward(x);
+  EXPECT_NO_THROW(net.model.backward(x, Tensor<float, 2>(4, 3).setZero()));
+}
+
+TEST(Sequential, IndexingOutOfRangeThrowsALibraryError) {
+  Network net;
+  const std::string message = message_of<eigenet::ValueError>([&] { net.model[6]; });
+  EXPECT_TRUE(contains(message, "index 6 is out of range for 6 layers"));
+  const Sequential<float>& constant = net.model;
+  EXPECT_THROW(constant[9], eigenet::ValueError);
+  EXPECT_EQ(&net.model[1], net.bn);
+}
+
+// Move-assigning a model takes the other's layers (they do not move in memory) and mode.
+TEST(Sequential, MoveAssignmentTakesTheLayersAndTheMode) {
+  Network source;
+  source.model.eval();
+  Sequential<float> target;
+  target.add<ReLU<float>>();
+  target = std::move(source.model);
+  EXPECT_EQ(target.size(), 6u);
+  EXPECT_FALSE(target.is_training());
+  EXPECT_EQ(&target.at<BatchNorm<float>>(1), source.bn);
+  EXPECT_TRUE(source.model.empty());  // NOLINT(bugprone-use-after-move)
+  EXPECT_THROW(source.model.forward(input(2, 4)), eigenet::StateError);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,14 +72,18 @@ class Dense : public Layer<Scalar> {
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
     detail::check_forward_shapes(*this, x, y);
+    check_parameter_shapes();
     const Index n = x.shape[0];
     MatrixMap out(y.data, n, out_);
     out.noalias() = ConstMatrixMap(x.data, n, in_) * ConstMatrixMap(weight_.data(), out_, in_).transpose();
     out.rowwise() += RowVectorMap(bias_.data(), out_);
+    cached_shape_ = x.shape;
   }
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
+    detail::check_follows_forward(*this, cached_shape_, x);
+    check_parameter_shapes();
     const Index n = x.shape[0];
     const ConstMatrixMap grad(dy.data, n, out_);
     MatrixMap(weight_grad_.data(), out_, in_).noalias() += grad.transpose() * ConstMatrixMap(x.data, n, in_);
@@ -101,9 +106,15 @@ class Dense : public Layer<Scalar> {
   const Tensor<Scalar, 1>& bias_grad() const { return bias_grad_; }
 
  private:
+  void check_parameter_shapes() const {
+    detail::check_parameter_shape(*this, weight_, {out_, in_}, "weight");
+    detail::check_parameter_shape(*this, bias_, {out_}, "bias");
+  }
+
   Index in_, out_;
   Tensor<Scalar, 2> weight_, weight_grad_;  // (out, in)
   Tensor<Scalar, 1> bias_, bias_grad_;      // (out)
+  std::optional<Shape> cached_shape_;       // input shape of the last forward
 };
 
 }  // namespace eigenet

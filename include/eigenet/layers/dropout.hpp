@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -108,10 +109,7 @@ class Dropout : public Layer<Scalar> {
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
-    if (!have_cache_) throw StateError(name() + ": backward called before forward");
-    if (x.shape != cached_shape_)
-      throw StateError(detail::concat(name(), ": backward expects the input of the last forward, of shape ",
-                                      to_string(cached_shape_), ", not ", to_string(x.shape)));
+    detail::check_follows_forward(*this, cached_shape_, x);
     if (dx.data == nullptr) return;
     if (!cached_stochastic_) {
       std::copy(dy.data, dy.data + dy.size(), dx.data);
@@ -215,7 +213,6 @@ class Dropout : public Layer<Scalar> {
     cached_stochastic_ = stochastic;
     cached_step_ = step;
     cached_offset_ = sample_offset;
-    have_cache_ = true;
   }
 
   kernels::DropoutMask mask(std::uint64_t step) const { return {p_, seed_, step}; }
@@ -244,9 +241,8 @@ class Dropout : public Layer<Scalar> {
   // Backward cache: which mask the last forward used.
   std::uint64_t cached_step_ = 0;
   Index cached_offset_ = 0;
-  Shape cached_shape_;
+  std::optional<Shape> cached_shape_;  // none before the first forward
   bool cached_stochastic_ = true;
-  bool have_cache_ = false;
 };
 
 /// Channel dropout for (N, C, ...) inputs of rank >= 3: every value of a channel of a sample

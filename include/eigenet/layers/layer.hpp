@@ -13,6 +13,12 @@
 //                       does not undo (a frozen BatchNorm, a Monte-Carlo Dropout).
 //   clone()             a deep copy: parameters, gradients, running state and mode; the
 //                       copy shares nothing with the original.
+//   assignment          deleted: an optimiser holds the addresses of a layer's parameters
+//                       (Parameter::value, ::grad), and assigning a layer over another
+//                       would free or move them under it. Copy-construct (or clone()) instead.
+//                       Parameter tensors (weight(), running_var(), ...) may be written
+//                       element by element but must keep their shape: a layer whose tensor
+//                       was resized throws StateError at its next forward or backward.
 //
 // x is passed to backward again (llm.c's convention: inputs are explicit arguments), so a
 // layer keeps only O(parameters) state between the two calls, never a copy of its input.
@@ -22,6 +28,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,9 +59,9 @@ class Layer {
 
   Layer() = default;
   Layer(const Layer&) = default;
-  Layer& operator=(const Layer&) = default;
+  Layer& operator=(const Layer&) = delete;  // see "assignment" above
   Layer(Layer&&) noexcept = default;
-  Layer& operator=(Layer&&) noexcept = default;
+  Layer& operator=(Layer&&) = delete;
   virtual ~Layer() = default;
 
   /// A short, human-readable description, e.g. "BatchNorm(64)".
@@ -120,10 +127,20 @@ class Layer {
 
 namespace detail {
 
-/// Throws unless y has the shape forward produces for x.
+/// Throws unless a view of `size` elements has storage (a null pointer is allowed only for
+/// an empty tensor).
+template <typename Scalar>
+void check_storage(const Layer<Scalar>& layer, const Scalar* data, const Shape& shape, const char* what) {
+  if (data == nullptr && element_count(shape) > 0)
+    throw ValueError(concat(layer.name(), ": ", what, " of shape ", to_string(shape), " has no data (null pointer)"));
+}
+
+/// Throws unless y has the shape forward produces for x, and both have storage.
 template <typename Scalar>
 void check_forward_shapes(const Layer<Scalar>& layer, const ConstView<Scalar>& x, const View<Scalar>& y) {
+  check_storage(layer, x.data, x.shape, "x");
   const Shape expected = layer.output_shape(x.shape);
+  check_storage(layer, y.data, y.shape, "y");
   if (y.shape != expected)
     throw ShapeError(concat(layer.name(), ": output should have shape ", to_string(expected), " for input ",
                             to_string(x.shape), ", not ", to_string(y.shape)));
@@ -133,6 +150,8 @@ void check_forward_shapes(const Layer<Scalar>& layer, const ConstView<Scalar>& x
 template <typename Scalar>
 void check_backward_shapes(const Layer<Scalar>& layer, const ConstView<Scalar>& x, const ConstView<Scalar>& dy,
                            const View<Scalar>& dx) {
+  check_storage(layer, x.data, x.shape, "x");
+  check_storage(layer, dy.data, dy.shape, "dy");
   const Shape expected = layer.output_shape(x.shape);
   if (dy.shape != expected)
     throw ShapeError(concat(layer.name(), ": backward expects dy of shape ", to_string(expected), " (the output for x ",
@@ -140,6 +159,27 @@ void check_backward_shapes(const Layer<Scalar>& layer, const ConstView<Scalar>& 
   if (dx.data != nullptr && dx.shape != x.shape)
     throw ShapeError(
         concat(layer.name(), ": dx should have the shape of x ", to_string(x.shape), ", not ", to_string(dx.shape)));
+}
+
+/// Throws StateError unless backward follows a forward on an input of x's shape; `last`
+/// is the input shape of the last forward (none: no forward yet, or the last one threw).
+template <typename Scalar>
+void check_follows_forward(const Layer<Scalar>& layer, const std::optional<Shape>& last, const ConstView<Scalar>& x) {
+  if (!last) throw StateError(layer.name() + ": backward called before forward (or after a forward that threw)");
+  if (x.shape != *last)
+    throw StateError(concat(layer.name(), ": backward expects the input of the last forward, of shape ",
+                            to_string(*last), ", not ", to_string(x.shape)));
+}
+
+/// Throws StateError unless a layer's own tensor still has the extents it was made with
+/// (a user may write its values, not resize it: optimisers hold its address).
+template <typename Scalar, int Rank>
+void check_parameter_shape(const Layer<Scalar>& layer, const Tensor<Scalar, Rank>& tensor, const Shape& expected,
+                           const char* what) {
+  const Shape actual = shape_of(tensor);
+  if (actual != expected)
+    throw StateError(concat(layer.name(), ": ", what, " was resized to ", to_string(actual), "; it must stay ",
+                            to_string(expected), " (write its values, do not assign a tensor of another shape)"));
 }
 
 }  // namespace detail

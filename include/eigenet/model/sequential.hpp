@@ -1,7 +1,8 @@
 // eigenet/model/sequential.hpp — a chain of layers that owns them.
 //
-// Sequential is itself a Layer, so it nests. It owns its layers through unique_ptr (rule
-// of zero: movable, not copyable), passes train()/eval() to every layer, and keeps one
+// Sequential is itself a Layer, so it nests. It owns its layers through unique_ptr
+// (movable, not copyable; layers never move in memory, so references and an optimiser's
+// parameter pointers survive a move of the model), passes train()/eval() to every layer, and keeps one
 // reusable buffer per intermediate activation plus two for gradients, so a training loop
 // with a fixed batch shape allocates nothing after its first step.
 //
@@ -12,6 +13,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -26,7 +28,22 @@ class Sequential : public Layer<Scalar> {
  public:
   Sequential() = default;
   Sequential(Sequential&&) noexcept = default;
-  Sequential& operator=(Sequential&&) noexcept = default;
+  /// Takes over `other`'s layers; this model's own layers are destroyed, so an optimiser
+  /// built over them must be rebuilt (layers themselves are not assignable, see layer.hpp).
+  Sequential& operator=(Sequential&& other) noexcept {
+    if (this != &other) {
+      Layer<Scalar>::set_training(other.is_training());
+      layers_ = std::move(other.layers_);
+      activations_ = std::move(other.activations_);
+      grad_a_ = std::move(other.grad_a_);
+      grad_b_ = std::move(other.grad_b_);
+      cached_shape_ = std::move(other.cached_shape_);
+      other.layers_.clear();
+      other.activations_.clear();
+      other.cached_shape_.reset();
+    }
+    return *this;
+  }
   Sequential(const Sequential&) = delete;
   Sequential& operator=(const Sequential&) = delete;
   ~Sequential() override = default;
@@ -47,21 +64,20 @@ class Sequential : public Layer<Scalar> {
     layer->set_training(this->is_training());
     layers_.push_back(std::move(layer));
     activations_.resize(layers_.size());
-    cached_shape_.clear();
+    cached_shape_.reset();
     return *layers_.back();
   }
 
   std::size_t size() const { return layers_.size(); }
   bool empty() const { return layers_.empty(); }
 
-  Layer<Scalar>& operator[](std::size_t i) { return *layers_.at(i); }
-  const Layer<Scalar>& operator[](std::size_t i) const { return *layers_.at(i); }
+  Layer<Scalar>& operator[](std::size_t i) { return *layers_[checked_index(i, "operator[]")]; }
+  const Layer<Scalar>& operator[](std::size_t i) const { return *layers_[checked_index(i, "operator[]")]; }
 
   /// Layer i as its concrete type; throws if it is of another type.
   template <typename LayerType>
   LayerType& at(std::size_t i) {
-    if (i >= layers_.size())
-      throw ValueError(detail::concat("Sequential::at: index ", i, " is out of range for ", layers_.size(), " layers"));
+    checked_index(i, "at");
     auto* typed = dynamic_cast<LayerType*>(layers_[i].get());
     if (!typed)
       throw ValueError(
@@ -100,8 +116,16 @@ class Sequential : public Layer<Scalar> {
   }
 
   /// Runs the chain and returns a view of the output, valid until the next forward.
+  /// Every layer's shape is checked before any layer runs, so a shape error changes no
+  /// state. A layer that throws for another reason (a NaN reaching a BatchNorm, a batch
+  /// of one in training) leaves the layers before it run on this batch; backward then
+  /// refuses until the next forward succeeds, rather than mix two batches' activations.
   ConstView<Scalar> forward_view(ConstView<Scalar> x) {
     if (layers_.empty()) throw StateError("Sequential: forward on an empty model");
+    if (x.data == nullptr && x.size() > 0)
+      throw ValueError(detail::concat("Sequential: x of shape ", to_string(x.shape), " has no data (null pointer)"));
+    output_shape(x.shape);
+    cached_shape_.reset();
     ConstView<Scalar> input = x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       activations_[i].resize(layer_output_shape(i, input.shape));
@@ -120,10 +144,7 @@ class Sequential : public Layer<Scalar> {
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     if (layers_.empty()) throw StateError("Sequential: backward on an empty model");
-    if (cached_shape_.empty()) throw StateError("Sequential: backward called before forward");
-    if (x.shape != cached_shape_)
-      throw StateError(detail::concat("Sequential: backward expects the input of the last forward, of shape ",
-                                      to_string(cached_shape_), ", not ", to_string(x.shape)));
+    detail::check_follows_forward(*this, cached_shape_, x);
     detail::check_backward_shapes(*this, x, dy, dx);
     ConstView<Scalar> grad_out = dy;
     for (std::size_t i = layers_.size(); i-- > 0;) {
@@ -152,6 +173,13 @@ class Sequential : public Layer<Scalar> {
   }
 
  private:
+  std::size_t checked_index(std::size_t i, const char* what) const {
+    if (i >= layers_.size())
+      throw ValueError(
+          detail::concat("Sequential::", what, ": index ", i, " is out of range for ", layers_.size(), " layers"));
+    return i;
+  }
+
   /// Layer i's output shape for `input`. Its ShapeError gains the layer's position, so a
   /// mismatch is located even between layers of the same name (two Dense(64 -> 64)).
   Shape layer_output_shape(std::size_t i, const Shape& input) const {
@@ -165,7 +193,7 @@ class Sequential : public Layer<Scalar> {
   std::vector<std::unique_ptr<Layer<Scalar>>> layers_;
   std::vector<Buffer<Scalar>> activations_;  // activations_[i]: output of layer i
   Buffer<Scalar> grad_a_, grad_b_;           // ping-pong gradient buffers
-  Shape cached_shape_;                       // input shape of the last forward
+  std::optional<Shape> cached_shape_;        // input shape of the last forward (none: none, or it threw)
 };
 
 }  // namespace eigenet
