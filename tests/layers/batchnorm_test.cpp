@@ -10,14 +10,13 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "eigenet/eigenet.hpp"
 #include "support/checks.hpp"
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "support/threads.hpp"
 
 namespace {
 
@@ -84,6 +83,29 @@ TEST(BatchNorm, RejectsBadConstructorArguments) {
     EXPECT_THROW(BatchNorm<float>(3, {1e-5, momentum}), eigenet::ValueError) << momentum;
   }
   EXPECT_TRUE(contains(message_of<eigenet::ValueError>([] { BatchNorm<float>(3, {1e-5, 2.0}); }), "momentum"));
+  // eps so small that 1/sqrt(eps) of a constant channel overflows is refused, naming the bound.
+  for (double eps : {1e-31, 1e-300}) EXPECT_THROW(BatchNorm<float>(3, {eps, 0.1}), eigenet::ValueError) << eps;
+  EXPECT_TRUE(contains(message_of<eigenet::ValueError>([] { BatchNorm<float>(3, {1e-40, 0.1}); }), "at least 1e-30"));
+  EXPECT_NO_THROW(BatchNorm<float>(3, {BatchNorm<float>::kMinEps, 0.1}));
+  // The Keras preset names the Keras-side value the user gave, not the converted one.
+  const std::string keras = message_of<eigenet::ValueError>([] { BatchNormOptions::keras(1.5); });
+  EXPECT_TRUE(contains(keras, "keras"));
+  EXPECT_TRUE(contains(keras, "not 1.5"));
+}
+
+// A constant channel with the smallest eps accepted: finite outputs and gradients in float.
+TEST(BatchNorm, SmallestEpsOnAConstantChannelStaysFinite) {
+  BatchNormOptions options;
+  options.eps = BatchNorm<float>::kMinEps;
+  BatchNorm<float> bn(2, options);
+  const auto x = make<float, 2>({3, 2}, {5, 1, 5, 2, 5, 4});
+  const auto y = bn.forward(x);
+  const auto dx = bn.backward(x, make<float, 2>({3, 2}, {1, -2, 3, 0.5, -1, 2}));
+  for (Index i = 0; i < y.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(y.data()[i])) << i;
+    EXPECT_TRUE(std::isfinite(dx.data()[i])) << i;
+  }
+  EXPECT_EQ(y(0, 0), 0.0f);  // the constant channel gives β
 }
 
 // ---------------------------------------------------------------- shapes
@@ -175,6 +197,153 @@ TEST(BatchNorm, TrainingWithOneValuePerChannelThrowsAndLeavesStateUntouched) {
   bn.eval();
   EXPECT_NO_THROW(bn.forward(make<float, 2>({1, 3}, {1, 2, 3})));
 }
+
+// A NaN or inf anywhere in a training batch would make the running statistics NaN for
+// good (and, through ReLU in older versions, a silently dead model): it throws instead,
+// naming the channel, and nothing changes.
+template <typename Scalar>
+void check_non_finite_training_input(bool channels_last) {
+  BatchNormOptions options;
+  if (channels_last) options.channel_axis = eigenet::ChannelAxis::Last;
+  BatchNorm<Scalar> bn(3, options);
+  Tensor<Scalar, 4> x = channels_last ? Tensor<Scalar, 4>(2, 2, 2, 3) : Tensor<Scalar, 4>(2, 3, 2, 2);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<Scalar>(std::sin(0.7 * static_cast<double>(i)));
+  bn.forward(x);
+  const auto mean_before = to_vector(bn.running_mean().data(), 3);
+  const auto var_before = to_vector(bn.running_var().data(), 3);
+  const std::vector<Scalar> bad_values{std::numeric_limits<Scalar>::quiet_NaN(),
+                                       std::numeric_limits<Scalar>::infinity(),
+                                       -std::numeric_limits<Scalar>::infinity()};
+  for (const Scalar bad : bad_values) {
+    Tensor<Scalar, 4> poisoned = x;
+    poisoned.data()[17] = bad;  // channel 1 (first) or channel 2 (last)
+    const std::string message = message_of<eigenet::ValueError>([&] { bn.forward(poisoned); });
+    EXPECT_TRUE(contains(message, "BatchNorm(3)"));
+    EXPECT_TRUE(contains(message, channels_last ? "channel 2" : "channel 1"));
+    EXPECT_TRUE(contains(message, "NaN or infinite"));
+    EXPECT_EQ(to_vector(bn.running_mean().data(), 3), mean_before);
+    EXPECT_EQ(to_vector(bn.running_var().data(), 3), var_before);
+    EXPECT_EQ(bn.num_batches_tracked(), 1);
+  }
+}
+
+TEST(BatchNorm, NonFiniteTrainingInputThrowsAndLeavesStateUntouchedFloat) {
+  check_non_finite_training_input<float>(false);
+  check_non_finite_training_input<float>(true);
+}
+TEST(BatchNorm, NonFiniteTrainingInputThrowsAndLeavesStateUntouchedDouble) {
+  check_non_finite_training_input<double>(false);
+  check_non_finite_training_input<double>(true);
+}
+
+// Finite float inputs whose squares overflow float (|x − mean| ~ 1e19: four squares sum
+// past float's 3.4e38) still normalise: the statistics fall back to squaring in double.
+// A variance beyond float's range cannot be stored in the running variance: that batch is
+// refused, with nothing changed; without running statistics it normalises.
+std::vector<double> spread_values(double scale) {
+  std::vector<double> values;
+  for (int n = 0; n < 8; ++n) {
+    values.push_back((n % 2 ? 1.0 : -1.0) * scale);           // channel 0: ±scale
+    values.push_back(static_cast<double>(n) * scale * 1e-3);  // channel 1: a ramp
+  }
+  return values;
+}
+
+void expect_normalised_like_double(const Tensor<float, 2>& y, const std::vector<double>& values,
+                                   BatchNormOptions options) {
+  BatchNorm<double> reference(2, options);
+  const auto expected = reference.forward(make<double, 2>({8, 2}, values));
+  for (Index i = 0; i < y.size(); ++i)
+    EXPECT_NEAR(y.data()[i], expected.data()[i], 1e-5 * std::max(1.0, std::abs(expected.data()[i])));
+  EXPECT_NEAR(y(1, 0), 1.0f, 1e-5f);
+}
+
+TEST(BatchNorm, FloatInputsWhoseSquaresOverflowFloatStillNormalise) {
+  for (const double scale : {1e19, 1.5e19}) {
+    BatchNorm<float> bn(2);
+    BatchNorm<double> reference(2);
+    const auto values = spread_values(scale);
+    const auto y = bn.forward(make<float, 2>({8, 2}, values));
+    expect_normalised_like_double(y, values, {});
+    reference.forward(make<double, 2>({8, 2}, values));
+    for (Index c = 0; c < 2; ++c) {
+      EXPECT_TRUE(std::isfinite(bn.running_var()(c))) << scale;
+      EXPECT_NEAR(bn.running_var()(c) / reference.running_var()(c), 1.0, 1e-5) << scale;
+    }
+  }
+}
+
+TEST(BatchNorm, AVarianceBeyondFloatRangeIsRefusedOrNormalisedWithoutRunningStatistics) {
+  for (const double scale : {1e20, 1e30}) {
+    BatchNorm<float> bn(2);
+    const auto x = make<float, 2>({8, 2}, spread_values(scale));
+    const std::string message = message_of<eigenet::ValueError>([&] { bn.forward(x); });
+    EXPECT_TRUE(contains(message, "channel 0"));
+    EXPECT_TRUE(contains(message, "BatchNorm<double>"));
+    EXPECT_EQ(bn.num_batches_tracked(), 0);
+    EXPECT_EQ(bn.running_var()(0), 1.0f);
+
+    BatchNormOptions no_running;
+    no_running.track_running_stats = false;
+    BatchNorm<float> stateless(2, no_running);
+    expect_normalised_like_double(stateless.forward(x), spread_values(scale), no_running);
+  }
+}
+
+// Running statistics a user (or a bad checkpoint) set that cannot normalise throw in
+// inference instead of giving NaN.
+TEST(BatchNorm, RunningStatisticsThatCannotNormaliseThrowInInference) {
+  BatchNorm<float> bn(3);
+  bn.eval();
+  const auto x = make<float, 2>({2, 3}, {1, 2, 3, 4, 5, 6});
+  const std::vector<std::pair<int, float>> bad{
+      {0, -1.0f}, {1, std::numeric_limits<float>::quiet_NaN()}, {2, std::numeric_limits<float>::infinity()}};
+  for (const auto& [channel, value] : bad) {
+    bn.running_var().setConstant(1.0f);
+    bn.running_var()(channel) = value;
+    const std::string message = message_of<eigenet::StateError>([&] { bn.forward(x); });
+    EXPECT_TRUE(contains(message, "BatchNorm(3)"));
+    EXPECT_TRUE(contains(message, "channel " + std::to_string(channel)));
+  }
+  bn.running_var().setConstant(1.0f);
+  bn.running_mean()(1) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(bn.forward(x), eigenet::StateError);
+  bn.running_mean()(1) = 0.0f;
+  bn.running_var()(2) = 0.0f;  // zero variance is fine: eps keeps it positive
+  EXPECT_NO_THROW(bn.forward(x));
+}
+
+// The layer's tensors may be written but not resized: an optimiser holds their addresses.
+TEST(BatchNorm, AResizedParameterTensorThrowsAtTheNextForwardAndBackward) {
+  BatchNorm<float> bn(3);
+  const auto x = make<float, 2>({2, 3}, {1, 2, 3, 4, 5, 7});
+  bn.forward(x);
+  bn.weight() = Tensor<float, 1>(5);
+  std::string message = message_of<eigenet::StateError>([&] { bn.forward(x); });
+  EXPECT_TRUE(contains(message, "weight was resized to (5,)"));
+  EXPECT_TRUE(contains(message, "must stay (3,)"));
+  EXPECT_THROW(bn.backward(x, x), eigenet::StateError);
+  bn.weight() = Tensor<float, 1>(3);
+  bn.weight().setConstant(1.0f);
+  bn.running_var() = Tensor<float, 1>(2);
+  message = message_of<eigenet::StateError>([&] { bn.forward(x); });
+  EXPECT_TRUE(contains(message, "running_var"));
+}
+
+// With track_running_stats = false a batch of one has no statistics in eval() either; the
+// message says why (not "training mode").
+TEST(BatchNorm, OneValuePerChannelWithoutRunningStatisticsNamesTheReason) {
+  BatchNormOptions options;
+  options.track_running_stats = false;
+  BatchNorm<float> bn(3, options);
+  bn.eval();
+  const std::string message = message_of<eigenet::ValueError>([&] { bn.forward(make<float, 2>({1, 3}, {1, 2, 3})); });
+  EXPECT_TRUE(contains(message, "track_running_stats = false"));
+}
+
+static_assert(!std::is_copy_assignable_v<BatchNorm<float>> && !std::is_move_assignable_v<BatchNorm<float>>,
+              "layers are not assignable: an optimiser holds their parameters' addresses");
+static_assert(std::is_copy_constructible_v<BatchNorm<float>>, "layers copy-construct (clone)");
 
 // ---------------------------------------------------------------- modes
 
@@ -429,7 +598,6 @@ INSTANTIATE_TEST_SUITE_P(FlatAndSpatial, BatchNormLargeOffset,
 
 // ---------------------------------------------------------------- threads
 
-#if defined(_OPENMP)
 template <typename Scalar>
 struct BatchNormRun {
   std::vector<Scalar> y_train, dx_train, y_eval, dx_eval, running_mean, running_var, weight_grad, bias_grad;
@@ -463,15 +631,32 @@ bool same_bits(const std::vector<Scalar>& a, const std::vector<Scalar>& b) {
 
 template <typename Scalar>
 void check_thread_independence(const Shape& shape) {
+  using eigenet::kernels::chunk_count;
+  using eigenet::kernels::rows_per_chunk;
+  using eigenet::testing::threads_that_ran;
+  if (!eigenet::testing::kHaveOpenMP) GTEST_SKIP() << eigenet::testing::kNoOpenMP;
+  // The kernels split the samples into chunks of ~2^18 elements for the statistics and
+  // gradient sums and ~2^15 for the element-wise passes (kernels/batchnorm.hpp): both must
+  // be several chunks, and the two-thread run must really run two threads.
+  const Index samples = shape[0], sample_elements = eigenet::element_count(shape) / samples;
+  const Index reduce_grain = rows_per_chunk(sample_elements, Index{1} << 18);
+  const Index pass_grain = rows_per_chunk(sample_elements);
+  ASSERT_GE(chunk_count(samples, reduce_grain), 4) << "the reductions must run in several chunks";
+  ASSERT_GE(chunk_count(samples, pass_grain), 4) << "the element-wise passes must run in several chunks";
+  ASSERT_EQ(threads_that_ran(2, samples, reduce_grain), 2) << "the two-thread run must really run two threads";
+  ASSERT_EQ(threads_that_ran(2, samples, pass_grain), 2) << "the two-thread run must really run two threads";
   const auto count = static_cast<std::size_t>(eigenet::element_count(shape));
   const auto x_values = normal_values(count, 11, 3.0, 2.0), dy_values = normal_values(count, 12);
   const std::vector<Scalar> x(x_values.begin(), x_values.end()), dy(dy_values.begin(), dy_values.end());
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const auto one = run_batchnorm(shape, x, dy);
-  omp_set_num_threads(2);
-  const auto two = run_batchnorm(shape, x, dy);
-  omp_set_num_threads(saved);
+  BatchNormRun<Scalar> one, two;
+  {
+    const eigenet::testing::ThreadCount scope(1);
+    one = run_batchnorm(shape, x, dy);
+  }
+  {
+    const eigenet::testing::ThreadCount scope(2);
+    two = run_batchnorm(shape, x, dy);
+  }
   EXPECT_TRUE(same_bits(one.y_train, two.y_train));
   EXPECT_TRUE(same_bits(one.dx_train, two.dx_train));
   EXPECT_TRUE(same_bits(one.y_eval, two.y_eval));
@@ -482,11 +667,12 @@ void check_thread_independence(const Shape& shape) {
   EXPECT_TRUE(same_bits(one.bias_grad, two.bias_grad));
 }
 
-// Large enough that every kernel splits the batch into many chunks.
-TEST(BatchNorm, BitIdenticalWithOneAndTwoThreadsFlat) { check_thread_independence<float>({8192, 32}); }
-TEST(BatchNorm, BitIdenticalWithOneAndTwoThreadsSpatial) { check_thread_independence<float>({64, 8, 32, 32}); }
-TEST(BatchNorm, BitIdenticalWithOneAndTwoThreadsDouble) { check_thread_independence<double>({4096, 48}); }
-#endif
+// Large enough that every kernel splits the batch into several chunks: 4 for the
+// reductions (the old (8192, 32) and (4096, 48) were ONE chunk there, (64, 8, 32, 32) two),
+// 25 to 32 for the element-wise passes.
+TEST(BatchNorm, BitIdenticalWithOneAndTwoThreadsFlat) { check_thread_independence<float>({32768, 32}); }
+TEST(BatchNorm, BitIdenticalWithOneAndTwoThreadsSpatial) { check_thread_independence<float>({128, 8, 32, 32}); }
+TEST(BatchNorm, BitIdenticalWithOneAndTwoThreadsDouble) { check_thread_independence<double>({16384, 48}); }
 
 // ---------------------------------------------------------------- gradient accumulation
 

@@ -34,6 +34,7 @@
 
 #include <Eigen/Core>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "eigenet/kernels/parallel.hpp"
@@ -141,7 +142,29 @@ void for_samples(Index samples, Index sample_elements, Body&& body) {
 
 }  // namespace detail
 
+namespace detail {
+
+/// The sums of channel_stats with every deviation converted to double before it is
+/// squared: the fallback for a batch whose Scalar squares overflow (|x − shift| above
+/// ~1.8e19 in float), slower but exact to double rounding.
+template <typename Scalar>
+Eigen::ArrayXd channel_sums_wide(const Scalar* x, Index samples, Index channels, Index spatial,
+                                 const Eigen::ArrayXd& shift) {
+  const Index row = channels * spatial;
+  return reduce_samples(samples, row, 2 * channels, [&](Index begin, Index end, double* acc) {
+    for (Index n = begin; n < end; ++n)
+      for (Index c = 0; c < channels; ++c) {
+        const auto dev = ConstVectorMap<Scalar>(x + n * row + c * spatial, spatial).template cast<double>() - shift[c];
+        acc[c] += dev.sum();
+        acc[channels + c] += dev.square().sum();
+      }
+  });
+}
+
+}  // namespace detail
+
 /// Mean and Σ (x − mean)² per channel of x (N, C, S). Requires N ≥ 1, C ≥ 1, S ≥ 1.
+/// A channel holding NaN or ±inf gets a non-finite mean or sq_dev (the caller checks).
 template <typename Scalar>
 ChannelStats channel_stats(const Scalar* x, Index samples, Index channels, Index spatial) {
   using detail::ConstVectorMap;
@@ -151,44 +174,46 @@ ChannelStats channel_stats(const Scalar* x, Index samples, Index channels, Index
   const Eigen::ArrayXd shift = shift_scalar.template cast<double>();
   const Index row = channels * spatial;
   // acc[0, C): Σ (x − shift),  acc[C, 2C): Σ (x − shift)²
-  const Eigen::ArrayXd sums =
-      detail::reduce_samples(samples, row, 2 * channels, [&](Index begin, Index end, double* acc) {
-        double* sum = acc;            // Σ (x − shift)
-        double* sq = acc + channels;  // Σ (x − shift)²
-        const Scalar* shift_c = shift_scalar.data();
-        if (spatial == 1) {
-          Index n = begin;
-          for (; n + detail::kRowBlock <= end; n += detail::kRowBlock) {
-            const Scalar* x0 = x + n * row;
-            const Scalar* x1 = x0 + row;
-            const Scalar* x2 = x1 + row;
-            const Scalar* x3 = x2 + row;
-            for (Index c = 0; c < channels; ++c) {
-              const Scalar d0 = x0[c] - shift_c[c], d1 = x1[c] - shift_c[c];
-              const Scalar d2 = x2[c] - shift_c[c], d3 = x3[c] - shift_c[c];
-              sum[c] += static_cast<double>((d0 + d1) + (d2 + d3));
-              sq[c] += static_cast<double>((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3));
-            }
-          }
-          for (; n < end; ++n) {
-            const Scalar* xn = x + n * row;
-            for (Index c = 0; c < channels; ++c) {
-              const Scalar d = xn[c] - shift_c[c];
-              sum[c] += static_cast<double>(d);
-              sq[c] += static_cast<double>(d * d);
-            }
-          }
-        } else {
-          for (Index n = begin; n < end; ++n) {
-            const Scalar* sample = x + n * row;
-            for (Index c = 0; c < channels; ++c) {
-              const auto dev = ConstVectorMap<Scalar>(sample + c * spatial, spatial).template cast<double>() - shift[c];
-              sum[c] += dev.sum();
-              sq[c] += dev.square().sum();
-            }
-          }
+  Eigen::ArrayXd sums = detail::reduce_samples(samples, row, 2 * channels, [&](Index begin, Index end, double* acc) {
+    double* sum = acc;            // Σ (x − shift)
+    double* sq = acc + channels;  // Σ (x − shift)²
+    const Scalar* shift_c = shift_scalar.data();
+    if (spatial == 1) {
+      Index n = begin;
+      for (; n + detail::kRowBlock <= end; n += detail::kRowBlock) {
+        const Scalar* x0 = x + n * row;
+        const Scalar* x1 = x0 + row;
+        const Scalar* x2 = x1 + row;
+        const Scalar* x3 = x2 + row;
+        for (Index c = 0; c < channels; ++c) {
+          const Scalar d0 = x0[c] - shift_c[c], d1 = x1[c] - shift_c[c];
+          const Scalar d2 = x2[c] - shift_c[c], d3 = x3[c] - shift_c[c];
+          sum[c] += static_cast<double>((d0 + d1) + (d2 + d3));
+          sq[c] += static_cast<double>((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3));
         }
-      });
+      }
+      for (; n < end; ++n) {
+        const Scalar* xn = x + n * row;
+        for (Index c = 0; c < channels; ++c) {
+          const Scalar d = xn[c] - shift_c[c];
+          sum[c] += static_cast<double>(d);
+          sq[c] += static_cast<double>(d * d);
+        }
+      }
+    } else {
+      for (Index n = begin; n < end; ++n) {
+        const Scalar* sample = x + n * row;
+        for (Index c = 0; c < channels; ++c) {
+          const auto dev = ConstVectorMap<Scalar>(sample + c * spatial, spatial).template cast<double>() - shift[c];
+          sum[c] += dev.sum();
+          sq[c] += dev.square().sum();
+        }
+      }
+    }
+  });
+  // The (N, C) path squares in Scalar; finite values far from the shift can overflow there.
+  if (spatial == 1 && !std::is_same_v<Scalar, double> && !sums.isFinite().all())
+    sums = detail::channel_sums_wide(x, samples, channels, spatial, shift);
   ChannelStats stats;
   stats.count = samples * spatial;
   const double count = static_cast<double>(stats.count);

@@ -38,7 +38,9 @@
 // eigenet/kernels/batchnorm.hpp and docs/batchnorm.md.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -87,6 +89,10 @@ struct BatchNormOptions {
   /// the new batch here), eps 1e-3, channels last, the biased variance in the running
   /// variance.
   static BatchNormOptions keras(double keras_momentum = 0.99, double keras_epsilon = 1e-3) {
+    if (!(keras_momentum >= 0.0 && keras_momentum <= 1.0))
+      throw ValueError(
+          detail::concat("BatchNormOptions::keras: momentum (Keras' weight of the old value) should be in ",
+                         "[0, 1], not ", keras_momentum));
     BatchNormOptions options;
     options.momentum = 1.0 - keras_momentum;
     options.eps = keras_epsilon;
@@ -99,11 +105,16 @@ struct BatchNormOptions {
 template <typename Scalar>
 class BatchNorm : public Layer<Scalar> {
  public:
+  /// The smallest eps accepted (PyTorch's default is 1e-5, Keras' 1e-3).
+  static constexpr double kMinEps = 1e-30;
+
   explicit BatchNorm(Index num_features, BatchNormOptions options = {}) : channels_(num_features), options_(options) {
     if (num_features < 1)
       throw ValueError(detail::concat("BatchNorm: num_features should be at least 1, not ", num_features));
-    if (!(options.eps > 0.0) || !std::isfinite(options.eps))
-      throw ValueError(detail::concat("BatchNorm: eps should be positive and finite, not ", options.eps));
+    // Below ~1e-30, 1/sqrt(var + eps) of a constant channel (var = 0) overflows float, and
+    // its cube (in backward) overflows double: the output would be 0 · inf = NaN.
+    if (!(options.eps >= kMinEps) || !std::isfinite(options.eps))
+      throw ValueError(detail::concat("BatchNorm: eps should be finite and at least ", kMinEps, ", not ", options.eps));
     if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0))
       throw ValueError(detail::concat("BatchNorm: momentum should be in [0, 1] or none, not ", *options.momentum));
     if (options.virtual_batch_size < 0)
@@ -145,6 +156,7 @@ class BatchNorm : public Layer<Scalar> {
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
     detail::check_forward_shapes(*this, x, y);
+    check_parameter_shapes();
     const Layout layout = layout_of(x.shape);
     const bool batch_stats = uses_batch_statistics();
     const bool update = batch_stats && this->is_training() && options_.track_running_stats && !frozen_;
@@ -154,6 +166,8 @@ class BatchNorm : public Layer<Scalar> {
     std::vector<Chunk> chunks;
     for (Index begin = 0; begin < layout.samples; begin += chunk_samples)
       chunks.push_back(plan_chunk(x, layout, begin, std::min(layout.samples, begin + chunk_samples), batch_stats));
+    if (std::any_of(chunks.begin(), chunks.end(), [](const Chunk& chunk) { return !chunk.batch_stats; }))
+      check_running_stats();
     // Every check has passed: only now does state change (a forward that throws leaves the
     // running statistics and the backward cache as they were).
     for (Chunk& chunk : chunks) {
@@ -171,10 +185,8 @@ class BatchNorm : public Layer<Scalar> {
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
-    if (cached_shape_.empty()) throw StateError(name() + ": backward called before forward");
-    if (x.shape != cached_shape_)
-      throw StateError(detail::concat(name(), ": backward expects the input of the last forward, of shape ",
-                                      to_string(cached_shape_), ", not ", to_string(x.shape)));
+    detail::check_follows_forward(*this, cached_shape_, x);
+    check_parameter_shapes();
     const Layout layout = layout_of(x.shape);
     for (const Chunk& chunk : chunks_) {
       const kernels::ChannelGradSums sums = kernels::channel_grad_sums(
@@ -272,13 +284,23 @@ class BatchNorm : public Layer<Scalar> {
     if (chunk.rows * layout.spatial < 2) {
       if (options_.single_value_batch == SingleValueBatch::Throw || !options_.track_running_stats)
         throw ValueError(detail::concat(
-            name(), ": expected more than 1 value per channel in training mode, got input ", to_string(x.shape),
+            name(), ": expected more than 1 value per channel to compute batch statistics (",
+            options_.track_running_stats ? "training mode" : "track_running_stats = false", "), got input ",
+            to_string(x.shape),
             options_.virtual_batch_size > 0 ? detail::concat(" (ghost batch of samples ", begin, "..", end - 1, ")")
                                             : std::string()));
       chunk.batch_stats = false;
       return chunk;
     }
     chunk.stats = kernels::channel_stats(x.data + chunk.offset, chunk.rows, channels_, layout.spatial);
+    // One NaN or inf in the input makes its channel's statistics non-finite; caught here,
+    // before the running statistics absorb it (they would stay NaN for good).
+    for (Index c = 0; c < channels_; ++c)
+      if (!std::isfinite(chunk.stats.mean[c]) || !std::isfinite(chunk.stats.sq_dev[c]))
+        throw ValueError(detail::concat(name(), ": the batch statistics of channel ", c, " are not finite (mean ",
+                                        chunk.stats.mean[c], ", variance ", chunk.stats.biased_variance()[c],
+                                        "): the input ", to_string(x.shape), " holds NaN or infinite values"));
+    if (options_.track_running_stats) check_storable(chunk.stats, x.shape);
     chunk.mean = chunk.stats.mean;
     chunk.inv_std = (chunk.stats.biased_variance() + options_.eps).rsqrt();
     return chunk;
@@ -290,13 +312,47 @@ class BatchNorm : public Layer<Scalar> {
     chunk.inv_std = (ConstArray(running_var_.data(), channels_).template cast<double>() + options_.eps).rsqrt();
   }
 
+  /// The running statistics are stored in Scalar: a batch whose variance exceeds float's
+  /// range (values spread over ~2e19) would turn them into inf. Refused before any update.
+  void check_storable(const kernels::ChannelStats& stats, const Shape& shape) const {
+    const Eigen::ArrayXd variance = running_variance_of(stats);
+    constexpr double kLargest = static_cast<double>(std::numeric_limits<Scalar>::max());
+    for (Index c = 0; c < channels_; ++c)
+      if (std::abs(stats.mean[c]) > kLargest || variance[c] > kLargest)
+        throw ValueError(detail::concat(name(), ": the batch mean ", stats.mean[c], " or variance ", variance[c],
+                                        " of channel ", c, " (input ", to_string(shape), ") overflows the ",
+                                        sizeof(Scalar) == 4 ? "float" : "Scalar",
+                                        " running statistics; inputs of this magnitude need BatchNorm<double>"));
+  }
+
+  Eigen::ArrayXd running_variance_of(const kernels::ChannelStats& stats) const {
+    return options_.running_variance == RunningVariance::Unbiased ? stats.unbiased_variance() : stats.biased_variance();
+  }
+
+  /// Running statistics a user or a checkpoint set must still normalise to finite values.
+  void check_running_stats() const {
+    for (Index c = 0; c < channels_; ++c) {
+      const auto mean = static_cast<double>(running_mean_(c)), var = static_cast<double>(running_var_(c));
+      if (!std::isfinite(mean) || !std::isfinite(var) || !(var + options_.eps > 0.0))
+        throw StateError(detail::concat(name(), ": running statistics of channel ", c, " cannot normalise (mean ", mean,
+                                        ", variance ", var, "); the running variance must be finite and > -eps"));
+    }
+  }
+
+  void check_parameter_shapes() const {
+    const Shape channels{channels_};
+    detail::check_parameter_shape(*this, weight_, channels, "weight");
+    detail::check_parameter_shape(*this, bias_, channels, "bias");
+    detail::check_parameter_shape(*this, running_mean_, channels, "running_mean");
+    detail::check_parameter_shape(*this, running_var_, channels, "running_var");
+  }
+
   const Scalar* affine_weight() const { return options_.affine ? weight_.data() : nullptr; }
   const Scalar* affine_bias() const { return options_.affine ? bias_.data() : nullptr; }
 
   void update_running_stats(const kernels::ChannelStats& stats) {
     const double momentum = options_.momentum ? *options_.momentum : 1.0 / static_cast<double>(batches_tracked_ + 1);
-    const Eigen::ArrayXd variance =
-        options_.running_variance == RunningVariance::Unbiased ? stats.unbiased_variance() : stats.biased_variance();
+    const Eigen::ArrayXd variance = running_variance_of(stats);
     for (Index c = 0; c < channels_; ++c) {
       running_mean_(c) =
           static_cast<Scalar>((1.0 - momentum) * static_cast<double>(running_mean_(c)) + momentum * stats.mean[c]);
@@ -315,7 +371,7 @@ class BatchNorm : public Layer<Scalar> {
   bool affine_frozen_ = false;  // Parameter::frozen of γ and β points here
   // Backward cache: the chunks of the last forward, O(C) each, and its input shape.
   std::vector<Chunk> chunks_;
-  Shape cached_shape_;
+  std::optional<Shape> cached_shape_;
 };
 
 }  // namespace eigenet
