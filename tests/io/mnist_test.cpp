@@ -120,6 +120,15 @@ TEST_F(Mnist, MissingFilesAreNamed) {
   EXPECT_TRUE(contains(message, dir() + "/no/such/folder/train-images-idx3-ubyte"));
 }
 
+// Kaggle's MNIST download unpacks every IDX file into a folder of the same name: a clear
+// IoError naming the path, not libstdc++'s "basic_filebuf::underflow" from the stream.
+TEST_F(Mnist, AFolderWhereAFileShouldBeIsNamed) {
+  std::filesystem::create_directories(images_path());
+  const std::string message = load_error();
+  EXPECT_TRUE(contains(message, images_path()));
+  EXPECT_TRUE(contains(message, "not a regular file"));
+}
+
 TEST_F(Mnist, AWrongMagicNumberIsNamed) {
   // A label file where the images should be.
   write_pair(image_file(3, 2, 3, kPixels, 0x00000801U), label_file(kLabels));

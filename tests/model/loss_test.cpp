@@ -145,6 +145,8 @@ TEST(ArgmaxRows, PicksTheFirstLargest) {
   const auto best = eigenet::argmax_rows<float>({logits.data(), {3, 4}});
   EXPECT_EQ(best, (std::vector<std::int64_t>{1, 0, 3}));
   EXPECT_THROW(eigenet::argmax_rows<float>({logits.data(), {12}}), eigenet::ShapeError);
+  // No classes: there is no largest logit (it used to answer class 0).
+  EXPECT_THROW(eigenet::argmax_rows<float>({logits.data(), {3, 0}}), eigenet::ShapeError);
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
@@ -27,9 +29,19 @@ struct Dataset {
 namespace detail {
 
 inline std::vector<unsigned char> read_file(const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) throw IoError("MNIST: cannot open " + path + ": no such file");
+  if (!std::filesystem::is_regular_file(path, error))
+    throw IoError("MNIST: " + path + " is not a regular file (a directory?); expected the uncompressed IDX file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError("MNIST: cannot open " + path);
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<unsigned char> bytes;
+  try {
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::exception& read_error) {  // libstdc++ throws from the stream buffer
+    throw IoError("MNIST: cannot read " + path + ": " + read_error.what());
+  }
+  if (in.bad()) throw IoError("MNIST: cannot read " + path);
   return bytes;
 }
 

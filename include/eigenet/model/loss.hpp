@@ -102,8 +102,8 @@ class SoftmaxCrossEntropy {
 /// The index of the largest logit of each row of (N, K) logits (the first one on ties).
 template <typename Scalar>
 std::vector<std::int64_t> argmax_rows(ConstView<Scalar> logits) {
-  if (logits.rank() != 2)
-    throw ShapeError(detail::concat("argmax_rows: logits should be (N, K), not ", to_string(logits.shape)));
+  if (logits.rank() != 2 || logits.shape[1] < 1)
+    throw ShapeError(detail::concat("argmax_rows: logits should be (N, K) with K >= 1, not ", to_string(logits.shape)));
   const Index n = logits.shape[0], k = logits.shape[1];
   std::vector<std::int64_t> out(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i) {

@@ -29,6 +29,10 @@ template <typename Scalar>
 class Optimizer {
  public:
   explicit Optimizer(std::vector<Parameter<Scalar>> parameters) : parameters_(std::move(parameters)) {
+    // As PyTorch: an empty list is almost always model.parameters() taken before the
+    // layers were added, and would train nothing without a word.
+    if (parameters_.empty())
+      throw ValueError("Optimizer: got an empty parameter list (were the layers added after model.parameters()?)");
     for (const auto& p : parameters_)
       if (p.value == nullptr || p.grad == nullptr || p.size < 0)
         throw ValueError("Optimizer: parameter \"" + p.name + "\" has no storage");
@@ -122,7 +126,9 @@ class Adam : public Optimizer<Scalar> {
   Adam(std::vector<Parameter<Scalar>> parameters, AdamOptions options = {})
       : Optimizer<Scalar>(std::move(parameters)), options_(options) {
     this->check_rate(options.lr, "lr", "Adam");
-    this->check_rate(options.eps, "eps", "Adam");
+    // eps = 0 divides 0 by 0 for a parameter whose gradient has always been 0.
+    if (!(options.eps > 0.0) || !std::isfinite(options.eps))
+      throw ValueError(detail::concat("Adam: eps should be finite and > 0, not ", options.eps));
     this->check_rate(options.weight_decay, "weight_decay", "Adam");
     if (!(options.beta1 >= 0.0 && options.beta1 < 1.0) || !(options.beta2 >= 0.0 && options.beta2 < 1.0))
       throw ValueError(
