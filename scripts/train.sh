@@ -9,5 +9,6 @@ build="${EIGENET_BUILD_DIR:-$root/build}"
 "$root/scripts/setup.sh"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target mlp_mnist -j "$(nproc)"
-cd "$root"
+# Run from the caller's directory, so relative paths they pass (--json FILE, --data DIR) mean
+# what they would mean to any other command.
 exec "$build/examples/mlp_mnist" --data "${EIGENET_MNIST_DIR:-$root/data/mnist}" "$@"

@@ -2,7 +2,7 @@
 // evaluates it on the test set in inference mode.
 //
 //   mlp_mnist [--data DIR] [--model seed-bn|seed-dropout|mlp] [--epochs N] [--batch N]
-//             [--lr X] [--seed N] [--json FILE]
+//             [--lr X] [--seed N] [--threads N] [--json FILE]
 //
 // Models (every Dense He-initialised, Adam with PyTorch's defaults):
 //   seed-bn       Dense 784→64, ReLU, BatchNorm(64), Dense 64→10
@@ -12,18 +12,25 @@
 // batch of one sample is skipped: BatchNorm needs two values per channel in training).
 // After training, a model with a Dense directly followed by a BatchNorm (mlp) is also folded
 // for inference (eigenet::fold_batchnorm) and the folded model evaluated.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "eigenet/eigenet.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -37,18 +44,21 @@ struct Options {
   Index batch = 32;
   double lr = 1e-3;
   std::uint64_t seed = 0;
+  int threads = 0;  // 0: OpenMP's default (OMP_NUM_THREADS, else one per core)
   std::string json;
 };
 
 const char* const kUsage =
     "usage: mlp_mnist [--data DIR] [--model seed-bn|seed-dropout|mlp] [--epochs N] [--batch N]\n"
-    "                 [--lr X] [--seed N] [--json FILE]\n"
+    "                 [--lr X] [--seed N] [--threads N] [--json FILE]\n"
     "  --data    folder with the four MNIST IDX files (default data/mnist)\n"
     "  --model   seed-bn (default), seed-dropout or mlp\n"
     "  --epochs  passes over the training set (default 10)\n"
     "  --batch   samples per step (default 32)\n"
     "  --lr      Adam learning rate (default 1e-3)\n"
     "  --seed    seed of initialisation, shuffling and dropout (default 0)\n"
+    "  --threads OpenMP threads (default: OMP_NUM_THREADS, else one per core); on a busy\n"
+    "            machine --threads 1 avoids waiting on a descheduled thread at every layer\n"
     "  --json    also write the results to FILE as JSON\n";
 
 struct UsageError : std::runtime_error {
@@ -59,7 +69,10 @@ template <typename T>
 T parse_number(const std::string& flag, const std::string& text) {
   std::istringstream in(text);
   T value{};
-  if (!(in >> value) || !in.eof()) throw UsageError(flag + " expects a number, not '" + text + "'");
+  if (!(in >> value) || !in.eof()) {
+    const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+    throw UsageError(flag + (digits ? " is out of range: '" : " expects a number, not '") + text + "'");
+  }
   return value;
 }
 
@@ -71,7 +84,11 @@ Options parse(int argc, char** argv) {
       std::cout << kUsage;
       std::exit(0);
     }
-    if (i + 1 >= argc) throw UsageError(flag + " needs a value (or is not a flag of mlp_mnist)");
+    static const char* const kFlags[] = {"--data", "--model", "--epochs",  "--batch",
+                                         "--lr",   "--seed",  "--threads", "--json"};
+    if (std::find(std::begin(kFlags), std::end(kFlags), flag) == std::end(kFlags))
+      throw UsageError("unknown flag '" + flag + "'");
+    if (i + 1 >= argc) throw UsageError(flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "--data") {
       options.data = value;
@@ -93,10 +110,11 @@ Options parse(int argc, char** argv) {
       if (value.find_first_not_of("0123456789") != std::string::npos)
         throw UsageError("--seed expects a non-negative integer, not '" + value + "'");
       options.seed = parse_number<std::uint64_t>(flag, value);
-    } else if (flag == "--json") {
+    } else if (flag == "--threads") {
+      options.threads = parse_number<int>(flag, value);
+      if (options.threads < 1) throw UsageError("--threads should be at least 1");
+    } else {  // --json
       options.json = value;
-    } else {
-      throw UsageError("unknown flag '" + flag + "'");
     }
   }
   return options;
@@ -161,20 +179,49 @@ struct OutputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-int run(const Options& options) {
-  std::ofstream json;
-  if (!options.json.empty()) {
-    json.open(options.json);
-    if (!json) throw OutputError("cannot open --json file '" + options.json + "' for writing");
+/// Fails at once if FILE cannot be written, without truncating an existing file or leaving
+/// an empty one behind (the results are written only when training has finished).
+void check_writable(const std::string& path) {
+  std::error_code error;
+  const bool existed = std::filesystem::exists(path, error);
+  {
+    std::ofstream probe(path, std::ios::app);
+    if (!probe) throw OutputError("cannot open --json file '" + path + "' for writing");
   }
+  if (!existed) std::filesystem::remove(path, error);
+}
+
+/// The datasets mlp_mnist's models take: 28×28 images, at least one batch to train on and
+/// one image to test.
+void check_datasets(const eigenet::io::Dataset<Scalar>& train, const eigenet::io::Dataset<Scalar>& test,
+                    const Options& options) {
+  for (const auto* set : {&train, &test})
+    if (set->rows != 28 || set->cols != 28)
+      throw std::runtime_error(eigenet::detail::concat("the MNIST files in ", options.data, " hold ", set->rows, "x",
+                                                       set->cols, " images; the models take 28x28"));
+  if (train.size() < options.batch)
+    throw std::runtime_error(eigenet::detail::concat("--batch ", options.batch, " is larger than the training set (",
+                                                     train.size(), " images in ", options.data, ")"));
+  if (test.size() < 1) throw std::runtime_error("the test set in " + options.data + " holds no images");
+}
+
+int run(const Options& options) {
+  if (!options.json.empty()) check_writable(options.json);
+#ifdef _OPENMP
+  if (options.threads > 0) omp_set_num_threads(options.threads);
+  const int threads = omp_get_max_threads();
+#else
+  const int threads = 1;
+#endif
   const auto train = eigenet::io::load_mnist<Scalar>(options.data, "train");
   const auto test = eigenet::io::load_mnist<Scalar>(options.data, "t10k");
+  check_datasets(train, test, options);
   auto model = build_model(options);
   eigenet::Adam<Scalar> optimizer(model.parameters(), {options.lr});
   eigenet::SoftmaxCrossEntropy<Scalar> loss;
   std::cout << "mlp_mnist: " << model.name() << "\n"
             << "  train " << train.size() << ", test " << test.size() << ", batch " << options.batch << ", Adam lr "
-            << options.lr << ", seed " << options.seed << std::endl;
+            << options.lr << ", seed " << options.seed << ", threads " << threads << std::endl;
 
   const Index n = train.size(), pixels = train.images.dimension(1);
   eigenet::Tensor<Scalar, 2> batch_images(options.batch, pixels);
@@ -225,8 +272,9 @@ int run(const Options& options) {
               << folded_accuracy << std::defaultfloat << std::endl;
   }
 
-  if (json.is_open()) {
+  if (!options.json.empty()) {
     // Exactly the fields the README promises; the folded accuracy is printed above.
+    std::ofstream json(options.json);
     json << "{\"model\": \"" << options.model << "\", \"epochs\": " << options.epochs
          << ", \"batch\": " << options.batch << ", \"test_accuracy\": " << std::setprecision(6) << accuracy
          << ", \"epoch_seconds\": [";
