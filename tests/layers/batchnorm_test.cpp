@@ -227,6 +227,21 @@ void check_non_finite_training_input(bool channels_last) {
   }
 }
 
+// After a forward that threw, backward has no forward to follow: it refuses instead of
+// running on the previous batch's cached statistics.
+TEST(BatchNorm, BackwardAfterAForwardThatThrewIsRefused) {
+  BatchNorm<float> bn(2);
+  const auto x = make<float, 2>({3, 2}, {1, 2, 3, 5, 4, 9});
+  bn.forward(x);
+  auto poisoned = x;
+  poisoned(1, 1) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(bn.forward(poisoned), eigenet::ValueError);
+  const std::string message = message_of<eigenet::StateError>([&] { bn.backward(x, x); });
+  EXPECT_TRUE(contains(message, "after a forward that threw"));
+  bn.forward(x);
+  EXPECT_NO_THROW(bn.backward(x, x));
+}
+
 TEST(BatchNorm, NonFiniteTrainingInputThrowsAndLeavesStateUntouchedFloat) {
   check_non_finite_training_input<float>(false);
   check_non_finite_training_input<float>(true);
@@ -313,21 +328,29 @@ TEST(BatchNorm, RunningStatisticsThatCannotNormaliseThrowInInference) {
   EXPECT_NO_THROW(bn.forward(x));
 }
 
-// The layer's tensors may be written but not resized: an optimiser holds their addresses.
-TEST(BatchNorm, AResizedParameterTensorThrowsAtTheNextForwardAndBackward) {
+// The layer's tensors may be written but not resized or given new storage: an optimiser
+// holds their addresses. Assigning copies into the existing storage; other extents throw.
+TEST(BatchNorm, OwnTensorsKeepTheirStorageAndShape) {
   BatchNorm<float> bn(3);
-  const auto x = make<float, 2>({2, 3}, {1, 2, 3, 4, 5, 7});
-  bn.forward(x);
-  bn.weight() = Tensor<float, 1>(5);
-  std::string message = message_of<eigenet::StateError>([&] { bn.forward(x); });
-  EXPECT_TRUE(contains(message, "weight was resized to (5,)"));
-  EXPECT_TRUE(contains(message, "must stay (3,)"));
-  EXPECT_THROW(bn.backward(x, x), eigenet::StateError);
-  bn.weight() = Tensor<float, 1>(3);
-  bn.weight().setConstant(1.0f);
-  bn.running_var() = Tensor<float, 1>(2);
-  message = message_of<eigenet::StateError>([&] { bn.forward(x); });
+  const float* weight = bn.weight().data();
+  const float* running_var = bn.running_var().data();
+  std::string message = message_of<eigenet::ShapeError>([&] { bn.weight() = Tensor<float, 1>(5); });
+  EXPECT_TRUE(contains(message, "BatchNorm(3): weight has shape (3,)"));
+  EXPECT_TRUE(contains(message, "cannot assign (5,)"));
+  message = message_of<eigenet::ShapeError>([&] { bn.running_var() = Tensor<float, 1>(2); });
   EXPECT_TRUE(contains(message, "running_var"));
+  EXPECT_EQ(to_vector(bn.weight().data(), 3), std::vector<float>(3, 1.0f)) << "a refused assignment changes nothing";
+  // A temporary of the right shape (a loaded checkpoint) is copied in: same storage.
+  bn.weight() = make<float, 1>({3}, {2, 3, 4});
+  bn.running_var() = make<float, 1>({3}, {0.5, 1, 2});
+  EXPECT_EQ(bn.weight().data(), weight);
+  EXPECT_EQ(bn.running_var().data(), running_var);
+  EXPECT_EQ(to_vector(bn.weight().data(), 3), (std::vector<float>{2, 3, 4}));
+  EXPECT_EQ(bn.parameters()[0].value, weight);
+  bn.bias().setValues({1, 2, 3});
+  EXPECT_EQ(bn.bias()(2), 3.0f);
+  const Tensor<float, 1> copy = bn.running_var();
+  EXPECT_EQ(copy(0), 0.5f);
 }
 
 // With track_running_stats = false a batch of one has no statistics in eval() either; the

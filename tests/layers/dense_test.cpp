@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "eigenet/eigenet.hpp"
@@ -217,19 +218,28 @@ TEST(Dense, BackwardFollowsAForwardOfTheSameShape) {
   EXPECT_NO_THROW(dense.backward(x, dy));
 }
 
-// Parameter tensors may be written, not resized: an optimiser holds their addresses, and a
-// smaller tensor would be read past its end.
-TEST(Dense, AResizedParameterTensorThrowsInsteadOfReadingPastIt) {
+// Parameter tensors may be written, not resized or given new storage: an optimiser holds
+// their addresses (a moved-in temporary used to free them under it), and a smaller tensor
+// would be read past its end.
+TEST(Dense, ParameterTensorsKeepTheirStorageAndShape) {
   Dense<float> dense(3, 2, Init::HeUniform, 1);
-  const Tensor<float, 2> x = Tensor<float, 2>(4, 3).setConstant(0.5f);
-  dense.weight() = Tensor<float, 2>(1, 1).setZero();
-  std::string message = message_of<eigenet::StateError>([&] { dense.forward(x); });
-  EXPECT_TRUE(contains(message, "weight was resized to (1, 1)"));
-  EXPECT_TRUE(contains(message, "must stay (2, 3)"));
-  dense.weight() = Tensor<float, 2>(2, 3).setConstant(0.1f);  // the right shape again: fine
-  dense.bias() = Tensor<float, 1>(7).setZero();
-  message = message_of<eigenet::StateError>([&] { dense.forward(x); });
-  EXPECT_TRUE(contains(message, "bias"));
+  eigenet::Adam<float> adam(dense.parameters());
+  const float* weight = dense.weight().data();
+  std::string message = message_of<eigenet::ShapeError>([&] { dense.weight() = Tensor<float, 2>(1, 1).setZero(); });
+  EXPECT_TRUE(contains(message, "Dense(3 -> 2): weight has shape (2, 3)"));
+  EXPECT_TRUE(contains(message, "cannot assign (1, 1)"));
+  EXPECT_THROW((dense.bias() = Tensor<float, 1>(7).setZero()), eigenet::ShapeError);
+  Tensor<float, 2> loaded(2, 3);
+  loaded.setConstant(0.25f);
+  dense.weight() = std::move(loaded);  // copied in, not swapped
+  EXPECT_EQ(dense.weight().data(), weight);
+  EXPECT_EQ(adam.parameters()[0].value, weight);
+  EXPECT_EQ(dense.weight()(1, 2), 0.25f);
+  // An expression of the right extents works too.
+  dense.bias() = Tensor<float, 1>(2).setConstant(1.0f) * 3.0f;
+  EXPECT_EQ(dense.bias()(1), 3.0f);
+  adam.zero_grad();
+  EXPECT_NO_THROW(adam.step());
 }
 
 // Assigning one layer over another would free the parameters an optimiser points at

@@ -131,14 +131,14 @@ TEST(MonteCarloPredict, BatchNormsUseAndKeepTheirRunningStatistics) {
   // BatchNorm in training mode would give another output (batch statistics).
   Network<double> net(0.0);
   const auto x = input<double>(8, 4);
-  const auto running_mean = values_of(net.bn->running_mean());
-  const auto running_var = values_of(net.inner_bn->running_var());
+  const auto running_mean = values_of(net.bn->running_mean().tensor());
+  const auto running_var = values_of(net.inner_bn->running_var().tensor());
   net.model.train();
   const auto result = eigenet::monte_carlo_predict(net.model, x, 3);
   EXPECT_EQ(net.bn->num_batches_tracked(), 0);
   EXPECT_EQ(net.inner_bn->num_batches_tracked(), 0);
-  EXPECT_EQ(values_of(net.bn->running_mean()), running_mean);
-  EXPECT_EQ(values_of(net.inner_bn->running_var()), running_var);
+  EXPECT_EQ(values_of(net.bn->running_mean().tensor()), running_mean);
+  EXPECT_EQ(values_of(net.inner_bn->running_var().tensor()), running_var);
   EXPECT_TRUE(net.model.is_training());
   net.model.eval();
   const auto expected = net.model.forward(x);

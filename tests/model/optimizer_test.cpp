@@ -47,6 +47,7 @@ TEST(Optimizer, AdamRejectsArgumentsOutsideTheirDomain) {
   // eps = 0 divides 0 by 0 for a parameter whose gradient is 0: NaN weights after one step.
   rejects({1e-3, 0.9, 0.999, 0.0}, "eps");
   rejects({1e-3, 0.9, 0.999, -1e-8}, "eps");
+  rejects({1e-3, 0.9, 0.999, 1e-50}, "eps");  // positive in double, 0 once rounded to float
   rejects({1e-3, 0.9, 0.999, 1e-8, -0.1}, "weight_decay");
 }
 

@@ -155,8 +155,8 @@ class BatchNorm : public Layer<Scalar> {
   }
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
+    cached_shape_.reset();
     detail::check_forward_shapes(*this, x, y);
-    check_parameter_shapes();
     const Layout layout = layout_of(x.shape);
     const bool batch_stats = uses_batch_statistics();
     const bool update = batch_stats && this->is_training() && options_.track_running_stats && !frozen_;
@@ -168,8 +168,8 @@ class BatchNorm : public Layer<Scalar> {
       chunks.push_back(plan_chunk(x, layout, begin, std::min(layout.samples, begin + chunk_samples), batch_stats));
     if (std::any_of(chunks.begin(), chunks.end(), [](const Chunk& chunk) { return !chunk.batch_stats; }))
       check_running_stats();
-    // Every check has passed: only now does state change (a forward that throws leaves the
-    // running statistics and the backward cache as they were).
+    // Every check has passed: only now do the running statistics change (a forward that
+    // throws leaves them as they were; backward then refuses until a forward succeeds).
     for (Chunk& chunk : chunks) {
       if (update && chunk.batch_stats) update_running_stats(chunk.stats);
       if (!chunk.batch_stats) running_normalisation(chunk);
@@ -186,7 +186,6 @@ class BatchNorm : public Layer<Scalar> {
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
     detail::check_follows_forward(*this, cached_shape_, x);
-    check_parameter_shapes();
     const Layout layout = layout_of(x.shape);
     for (const Chunk& chunk : chunks_) {
       const kernels::ChannelGradSums sums = kernels::channel_grad_sums(
@@ -232,8 +231,8 @@ class BatchNorm : public Layer<Scalar> {
 
   /// γ and β (PyTorch's weight and bias), and their gradients, each (C). Without affine
   /// parameters they stay 1 and 0 and are not used.
-  Tensor<Scalar, 1>& weight() { return weight_; }
-  Tensor<Scalar, 1>& bias() { return bias_; }
+  FixedShapeRef<Scalar, 1> weight() { return {weight_, *this, "weight"}; }
+  FixedShapeRef<Scalar, 1> bias() { return {bias_, *this, "bias"}; }
   const Tensor<Scalar, 1>& weight() const { return weight_; }
   const Tensor<Scalar, 1>& bias() const { return bias_; }
   const Tensor<Scalar, 1>& weight_grad() const { return weight_grad_; }
@@ -241,8 +240,8 @@ class BatchNorm : public Layer<Scalar> {
 
   /// Running statistics, each (C); running_var holds the unbiased variance (the biased one
   /// with RunningVariance::Biased). Unused when track_running_stats is false.
-  Tensor<Scalar, 1>& running_mean() { return running_mean_; }
-  Tensor<Scalar, 1>& running_var() { return running_var_; }
+  FixedShapeRef<Scalar, 1> running_mean() { return {running_mean_, *this, "running_mean"}; }
+  FixedShapeRef<Scalar, 1> running_var() { return {running_var_, *this, "running_var"}; }
   const Tensor<Scalar, 1>& running_mean() const { return running_mean_; }
   const Tensor<Scalar, 1>& running_var() const { return running_var_; }
 
@@ -337,14 +336,6 @@ class BatchNorm : public Layer<Scalar> {
         throw StateError(detail::concat(name(), ": running statistics of channel ", c, " cannot normalise (mean ", mean,
                                         ", variance ", var, "); the running variance must be finite and > -eps"));
     }
-  }
-
-  void check_parameter_shapes() const {
-    const Shape channels{channels_};
-    detail::check_parameter_shape(*this, weight_, channels, "weight");
-    detail::check_parameter_shape(*this, bias_, channels, "bias");
-    detail::check_parameter_shape(*this, running_mean_, channels, "running_mean");
-    detail::check_parameter_shape(*this, running_var_, channels, "running_var");
   }
 
   const Scalar* affine_weight() const { return options_.affine ? weight_.data() : nullptr; }

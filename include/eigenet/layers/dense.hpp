@@ -71,8 +71,8 @@ class Dense : public Layer<Scalar> {
   }
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
+    cached_shape_.reset();
     detail::check_forward_shapes(*this, x, y);
-    check_parameter_shapes();
     const Index n = x.shape[0];
     MatrixMap out(y.data, n, out_);
     out.noalias() = ConstMatrixMap(x.data, n, in_) * ConstMatrixMap(weight_.data(), out_, in_).transpose();
@@ -83,7 +83,6 @@ class Dense : public Layer<Scalar> {
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
     detail::check_follows_forward(*this, cached_shape_, x);
-    check_parameter_shapes();
     const Index n = x.shape[0];
     const ConstMatrixMap grad(dy.data, n, out_);
     MatrixMap(weight_grad_.data(), out_, in_).noalias() += grad.transpose() * ConstMatrixMap(x.data, n, in_);
@@ -98,19 +97,14 @@ class Dense : public Layer<Scalar> {
 
   Index in_features() const { return in_; }
   Index out_features() const { return out_; }
-  Tensor<Scalar, 2>& weight() { return weight_; }  // (out, in)
-  Tensor<Scalar, 1>& bias() { return bias_; }      // (out)
+  FixedShapeRef<Scalar, 2> weight() { return {weight_, *this, "weight"}; }  // (out, in)
+  FixedShapeRef<Scalar, 1> bias() { return {bias_, *this, "bias"}; }        // (out)
   const Tensor<Scalar, 2>& weight() const { return weight_; }
   const Tensor<Scalar, 1>& bias() const { return bias_; }
   const Tensor<Scalar, 2>& weight_grad() const { return weight_grad_; }
   const Tensor<Scalar, 1>& bias_grad() const { return bias_grad_; }
 
  private:
-  void check_parameter_shapes() const {
-    detail::check_parameter_shape(*this, weight_, {out_, in_}, "weight");
-    detail::check_parameter_shape(*this, bias_, {out_}, "bias");
-  }
-
   Index in_, out_;
   Tensor<Scalar, 2> weight_, weight_grad_;  // (out, in)
   Tensor<Scalar, 1> bias_, bias_grad_;      // (out)

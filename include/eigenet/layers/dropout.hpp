@@ -198,6 +198,7 @@ class Dropout : public Layer<Scalar> {
 
  private:
   void run_forward(const ConstView<Scalar>& x, const View<Scalar>& y, std::uint64_t step, Index sample_offset) {
+    cached_shape_.reset();
     detail::check_forward_shapes(*this, x, y);
     if (sample_offset < 0)
       throw ValueError(detail::concat(name(), ": sample_offset should be >= 0, not ", sample_offset));

@@ -16,9 +16,9 @@
 //   assignment          deleted: an optimiser holds the addresses of a layer's parameters
 //                       (Parameter::value, ::grad), and assigning a layer over another
 //                       would free or move them under it. Copy-construct (or clone()) instead.
-//                       Parameter tensors (weight(), running_var(), ...) may be written
-//                       element by element but must keep their shape: a layer whose tensor
-//                       was resized throws StateError at its next forward or backward.
+//                       Tensors a layer owns (weight(), running_var(), ...) come as a
+//                       FixedShapeRef: values may be written or assigned, never the storage
+//                       or the shape replaced.
 //
 // x is passed to backward again (llm.c's convention: inputs are explicit arguments), so a
 // layer keeps only O(parameters) state between the two calls, never a copy of its input.
@@ -27,6 +27,7 @@
 // rank-erased one (forward_into/backward_into on ConstView/View) that Sequential uses.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +50,73 @@ struct Parameter {
   const bool* frozen = nullptr;
 
   bool is_frozen() const { return frozen != nullptr && *frozen; }
+};
+
+template <typename Scalar>
+class Layer;
+
+/// Writable access to a tensor a layer owns (its weight, bias, running statistics) whose
+/// storage and shape must not change: an optimiser holds the tensor's address. Elements
+/// can be read and written and whole values assigned from a tensor (or map, or
+/// expression) of the same extents, copied into the existing storage; other extents throw
+/// ShapeError. A plain `Tensor&` would let `layer.weight() = load()` swap in the
+/// temporary's storage and free the memory the optimiser points at.
+template <typename Scalar, int Rank>
+class FixedShapeRef {
+ public:
+  using TensorType = Tensor<Scalar, Rank>;
+
+  FixedShapeRef(TensorType& tensor, const Layer<Scalar>& owner, const char* what)
+      : tensor_(&tensor), owner_(&owner), what_(what) {}
+  FixedShapeRef(const FixedShapeRef&) = default;
+
+  /// Copies `values` (same extents) into the tensor.
+  template <typename Other>
+  FixedShapeRef& operator=(const Other& values) {
+    const TensorType evaluated = values;  // a tensor, a map or an expression
+    if (evaluated.dimensions() != tensor_->dimensions()) {
+      Shape expected, actual;
+      for (int d = 0; d < Rank; ++d) {
+        expected.push_back(tensor_->dimension(d));
+        actual.push_back(evaluated.dimension(d));
+      }
+      throw ShapeError(detail::concat(owner_->name(), ": ", what_, " has shape ", to_string(expected),
+                                      " and keeps it (an optimiser holds its address); cannot assign ",
+                                      to_string(actual)));
+    }
+    std::copy(evaluated.data(), evaluated.data() + evaluated.size(), tensor_->data());
+    return *this;
+  }
+  FixedShapeRef& operator=(const FixedShapeRef& other) { return *this = other.tensor(); }
+
+  template <typename... Indices>
+  Scalar& operator()(Indices... indices) const {
+    return (*tensor_)(indices...);
+  }
+  Scalar* data() const { return tensor_->data(); }
+  Index size() const { return tensor_->size(); }
+  Index dimension(Index d) const { return tensor_->dimension(d); }
+  const auto& dimensions() const { return tensor_->dimensions(); }
+  const FixedShapeRef& setConstant(Scalar value) const {
+    tensor_->setConstant(value);
+    return *this;
+  }
+  const FixedShapeRef& setZero() const { return setConstant(Scalar(0)); }
+  /// Eigen's nested initializer lists (elements not listed keep their values).
+  const FixedShapeRef& setValues(
+      const typename Eigen::internal::Initializer<TensorType, Rank>::InitList& values) const {
+    tensor_->setValues(values);
+    return *this;
+  }
+
+  /// The tensor, read-only; copy it with `Tensor<float, 1> gamma = bn.weight();`.
+  const TensorType& tensor() const { return *tensor_; }
+  operator const TensorType&() const { return *tensor_; }
+
+ private:
+  TensorType* tensor_;
+  const Layer<Scalar>* owner_;
+  const char* what_;  // "weight", "running_var", ...
 };
 
 template <typename Scalar>
@@ -169,17 +237,6 @@ void check_follows_forward(const Layer<Scalar>& layer, const std::optional<Shape
   if (x.shape != *last)
     throw StateError(concat(layer.name(), ": backward expects the input of the last forward, of shape ",
                             to_string(*last), ", not ", to_string(x.shape)));
-}
-
-/// Throws StateError unless a layer's own tensor still has the extents it was made with
-/// (a user may write its values, not resize it: optimisers hold its address).
-template <typename Scalar, int Rank>
-void check_parameter_shape(const Layer<Scalar>& layer, const Tensor<Scalar, Rank>& tensor, const Shape& expected,
-                           const char* what) {
-  const Shape actual = shape_of(tensor);
-  if (actual != expected)
-    throw StateError(concat(layer.name(), ": ", what, " was resized to ", to_string(actual), "; it must stay ",
-                            to_string(expected), " (write its values, do not assign a tensor of another shape)"));
 }
 
 }  // namespace detail

@@ -20,6 +20,7 @@ class ReLU : public Layer<Scalar> {
   Shape output_shape(const Shape& input) const override { return input; }
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
+    cached_shape_.reset();
     detail::check_forward_shapes(*this, x, y);
     kernels::parallel_chunks(x.size(), Index{1} << 16, [&](Index, Index begin, Index end) {
       for (Index i = begin; i < end; ++i) y.data[i] = x.data[i] < Scalar(0) ? Scalar(0) : x.data[i];

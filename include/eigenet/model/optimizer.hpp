@@ -143,8 +143,9 @@ class Adam : public Optimizer<Scalar> {
       : Optimizer<Scalar>(std::move(parameters)), options_(options) {
     this->check_rate(options.lr, "lr", "Adam");
     // eps = 0 divides 0 by 0 for a parameter whose gradient has always been 0.
-    if (!(options.eps > 0.0) || !std::isfinite(options.eps))
-      throw ValueError(detail::concat("Adam: eps should be finite and > 0, not ", options.eps));
+    if (!(options.eps > 0.0) || !std::isfinite(options.eps) || !(static_cast<Scalar>(options.eps) > Scalar(0)))
+      throw ValueError(detail::concat("Adam: eps should be finite and > 0 (also once rounded to ",
+                                      sizeof(Scalar) == 4 ? "float" : "the scalar type", "), not ", options.eps));
     this->check_rate(options.weight_decay, "weight_decay", "Adam");
     if (!(options.beta1 >= 0.0 && options.beta1 < 1.0) || !(options.beta2 >= 0.0 && options.beta2 < 1.0))
       throw ValueError(
