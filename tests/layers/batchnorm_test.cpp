@@ -240,6 +240,9 @@ TEST(BatchNorm, BackwardAfterAForwardThatThrewIsRefused) {
   EXPECT_TRUE(contains(message, "after a forward that threw"));
   bn.forward(x);
   EXPECT_NO_THROW(bn.backward(x, x));
+  // A typed forward rejected on shape (before forward_into runs) counts too.
+  EXPECT_THROW(bn.forward(make<float, 2>({2, 3}, {1, 2, 3, 4, 5, 6})), eigenet::ShapeError);
+  EXPECT_THROW(bn.backward(x, x), eigenet::StateError);
 }
 
 TEST(BatchNorm, NonFiniteTrainingInputThrowsAndLeavesStateUntouchedFloat) {

@@ -242,6 +242,30 @@ TEST(Dense, ParameterTensorsKeepTheirStorageAndShape) {
   EXPECT_NO_THROW(adam.step());
 }
 
+// A number (Eigen would read it as a size and leave the values uninitialised) or a tensor
+// of another rank, scalar type or layout cannot be assigned to a layer's tensor at all.
+using WeightRef = eigenet::FixedShapeRef<float, 2>;
+static_assert(std::is_assignable_v<WeightRef, const Tensor<float, 2>&>);
+static_assert(std::is_assignable_v<WeightRef, eigenet::TensorMap<float, 2>>);
+static_assert(!std::is_assignable_v<WeightRef, float>, "a number is not a tensor (use setConstant)");
+static_assert(!std::is_assignable_v<WeightRef, int>);
+static_assert(!std::is_assignable_v<WeightRef, const Tensor<float, 1>&>, "rank must match");
+static_assert(!std::is_assignable_v<WeightRef, const Tensor<double, 2>&>, "scalar type must match");
+static_assert(!std::is_assignable_v<WeightRef, const Eigen::Tensor<float, 2>&>, "row-major only");
+
+// A typed forward rejected on shape is a forward that threw: backward refuses.
+TEST(Dense, BackwardAfterAForwardRejectedOnShapeIsRefused) {
+  Dense<float> dense(3, 2, Init::HeUniform, 1);
+  const Tensor<float, 2> x = Tensor<float, 2>(4, 3).setConstant(0.5f);
+  const Tensor<float, 2> dy = Tensor<float, 2>(4, 2).setConstant(1.0f);
+  dense.forward(x);
+  EXPECT_THROW(dense.forward(Tensor<float, 2>(4, 5).setZero()), eigenet::ShapeError);
+  const std::string message = message_of<eigenet::StateError>([&] { dense.backward(x, dy); });
+  EXPECT_TRUE(contains(message, "after a forward that threw"));
+  dense.forward(x);
+  EXPECT_NO_THROW(dense.backward(x, dy));
+}
+
 // Assigning one layer over another would free the parameters an optimiser points at
 // (heap use after free in a user's "re-initialise by assignment"): it does not compile.
 static_assert(!std::is_copy_assignable_v<Dense<float>> && !std::is_move_assignable_v<Dense<float>>,

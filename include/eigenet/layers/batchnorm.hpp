@@ -155,7 +155,7 @@ class BatchNorm : public Layer<Scalar> {
   }
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
-    cached_shape_.reset();
+    this->last_input_.reset();
     detail::check_forward_shapes(*this, x, y);
     const Layout layout = layout_of(x.shape);
     const bool batch_stats = uses_batch_statistics();
@@ -180,12 +180,12 @@ class BatchNorm : public Layer<Scalar> {
       chunk.stats = {};  // the cache keeps mean and inv_std only
     }
     chunks_ = std::move(chunks);
-    cached_shape_ = x.shape;
+    this->last_input_ = x.shape;
   }
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
-    detail::check_follows_forward(*this, cached_shape_, x);
+    detail::check_follows_forward(*this, this->last_input_, x);
     const Layout layout = layout_of(x.shape);
     for (const Chunk& chunk : chunks_) {
       const kernels::ChannelGradSums sums = kernels::channel_grad_sums(
@@ -362,7 +362,6 @@ class BatchNorm : public Layer<Scalar> {
   bool affine_frozen_ = false;  // Parameter::frozen of γ and β points here
   // Backward cache: the chunks of the last forward, O(C) each, and its input shape.
   std::vector<Chunk> chunks_;
-  std::optional<Shape> cached_shape_;
 };
 
 }  // namespace eigenet

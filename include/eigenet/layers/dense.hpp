@@ -71,18 +71,18 @@ class Dense : public Layer<Scalar> {
   }
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
-    cached_shape_.reset();
+    this->last_input_.reset();
     detail::check_forward_shapes(*this, x, y);
     const Index n = x.shape[0];
     MatrixMap out(y.data, n, out_);
     out.noalias() = ConstMatrixMap(x.data, n, in_) * ConstMatrixMap(weight_.data(), out_, in_).transpose();
     out.rowwise() += RowVectorMap(bias_.data(), out_);
-    cached_shape_ = x.shape;
+    this->last_input_ = x.shape;
   }
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
-    detail::check_follows_forward(*this, cached_shape_, x);
+    detail::check_follows_forward(*this, this->last_input_, x);
     const Index n = x.shape[0];
     const ConstMatrixMap grad(dy.data, n, out_);
     MatrixMap(weight_grad_.data(), out_, in_).noalias() += grad.transpose() * ConstMatrixMap(x.data, n, in_);
@@ -108,7 +108,6 @@ class Dense : public Layer<Scalar> {
   Index in_, out_;
   Tensor<Scalar, 2> weight_, weight_grad_;  // (out, in)
   Tensor<Scalar, 1> bias_, bias_grad_;      // (out)
-  std::optional<Shape> cached_shape_;       // input shape of the last forward
 };
 
 }  // namespace eigenet

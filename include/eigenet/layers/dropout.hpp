@@ -101,6 +101,7 @@ class Dropout : public Layer<Scalar> {
   template <typename Input>
   Tensor<Scalar, Input::NumDimensions> forward_chunk(const Input& x, std::uint64_t step, Index sample_offset) {
     static_assert(std::is_same_v<typename Input::Scalar, Scalar>, "input scalar type differs from the layer's");
+    this->last_input_.reset();
     const ConstView<Scalar> in = detail::view_of(x);
     auto y = detail::make_tensor<Scalar, Input::NumDimensions>(output_shape(in.shape));
     forward_chunk_into(in, {y.data(), detail::shape_of(y)}, step, sample_offset);
@@ -109,7 +110,7 @@ class Dropout : public Layer<Scalar> {
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
-    detail::check_follows_forward(*this, cached_shape_, x);
+    detail::check_follows_forward(*this, this->last_input_, x);
     if (dx.data == nullptr) return;
     if (!cached_stochastic_) {
       std::copy(dy.data, dy.data + dy.size(), dx.data);
@@ -198,7 +199,7 @@ class Dropout : public Layer<Scalar> {
 
  private:
   void run_forward(const ConstView<Scalar>& x, const View<Scalar>& y, std::uint64_t step, Index sample_offset) {
-    cached_shape_.reset();
+    this->last_input_.reset();
     detail::check_forward_shapes(*this, x, y);
     if (sample_offset < 0)
       throw ValueError(detail::concat(name(), ": sample_offset should be >= 0, not ", sample_offset));
@@ -210,7 +211,7 @@ class Dropout : public Layer<Scalar> {
     } else {
       std::copy(x.data, x.data + x.size(), y.data);
     }
-    cached_shape_ = x.shape;
+    this->last_input_ = x.shape;
     cached_stochastic_ = stochastic;
     cached_step_ = step;
     cached_offset_ = sample_offset;
@@ -242,7 +243,6 @@ class Dropout : public Layer<Scalar> {
   // Backward cache: which mask the last forward used.
   std::uint64_t cached_step_ = 0;
   Index cached_offset_ = 0;
-  std::optional<Shape> cached_shape_;  // none before the first forward
   bool cached_stochastic_ = true;
 };
 

@@ -55,6 +55,25 @@ struct Parameter {
 template <typename Scalar>
 class Layer;
 
+namespace detail {
+
+/// Whether T is an Eigen tensor, map or expression of the given scalar type and rank, in
+/// row-major order: what a FixedShapeRef may be assigned from.
+template <typename T, typename Scalar, int Rank, typename = void>
+struct is_tensor_like : std::false_type {};
+template <typename T, typename Scalar, int Rank>
+struct is_tensor_like<
+    T, Scalar, Rank,
+    std::enable_if_t<std::is_class_v<T> && std::is_base_of_v<Eigen::TensorBase<T, Eigen::ReadOnlyAccessors>, T>>>
+    : std::bool_constant<
+          static_cast<int>(Eigen::internal::traits<T>::NumDimensions) == Rank &&
+          std::is_same_v<std::remove_const_t<typename Eigen::internal::traits<T>::Scalar>, Scalar>&& static_cast<int>(
+              Eigen::internal::traits<T>::Layout) == static_cast<int>(Eigen::RowMajor)> {};
+template <typename T, typename Scalar, int Rank>
+inline constexpr bool is_tensor_like_v = is_tensor_like<T, Scalar, Rank>::value;
+
+}  // namespace detail
+
 /// Writable access to a tensor a layer owns (its weight, bias, running statistics) whose
 /// storage and shape must not change: an optimiser holds the tensor's address. Elements
 /// can be read and written and whole values assigned from a tensor (or map, or
@@ -70,8 +89,9 @@ class FixedShapeRef {
       : tensor_(&tensor), owner_(&owner), what_(what) {}
   FixedShapeRef(const FixedShapeRef&) = default;
 
-  /// Copies `values` (same extents) into the tensor.
-  template <typename Other>
+  /// Copies `values` (same extents) into the tensor: an eigenet::Tensor, TensorMap or
+  /// tensor expression of the same scalar type and rank, row-major.
+  template <typename Other, std::enable_if_t<detail::is_tensor_like_v<Other, Scalar, Rank>, int> = 0>
   FixedShapeRef& operator=(const Other& values) {
     const TensorType evaluated = values;  // a tensor, a map or an expression
     if (evaluated.dimensions() != tensor_->dimensions()) {
@@ -81,13 +101,16 @@ class FixedShapeRef {
         actual.push_back(evaluated.dimension(d));
       }
       throw ShapeError(detail::concat(owner_->name(), ": ", what_, " has shape ", to_string(expected),
-                                      " and keeps it (an optimiser holds its address); cannot assign ",
-                                      to_string(actual)));
+                                      " and keeps it; cannot assign ", to_string(actual)));
     }
     std::copy(evaluated.data(), evaluated.data() + evaluated.size(), tensor_->data());
     return *this;
   }
   FixedShapeRef& operator=(const FixedShapeRef& other) { return *this = other.tensor(); }
+  /// Anything else — a number (Eigen would take it as a size), a tensor of another rank,
+  /// scalar type or layout — does not compile. For a number, use setConstant().
+  template <typename Other, std::enable_if_t<!detail::is_tensor_like_v<Other, Scalar, Rank>, int> = 0>
+  FixedShapeRef& operator=(const Other&) = delete;
 
   template <typename... Indices>
   Scalar& operator()(Indices... indices) const {
@@ -167,6 +190,7 @@ class Layer {
   template <typename Input>
   Tensor<Scalar, Input::NumDimensions> forward(const Input& x) {
     static_assert(std::is_same_v<typename Input::Scalar, Scalar>, "input scalar type differs from the layer's");
+    last_input_.reset();  // a forward that throws, here or in forward_into, leaves none
     const ConstView<Scalar> in = detail::view_of(x);
     auto y = detail::make_tensor<Scalar, Input::NumDimensions>(output_shape(in.shape));
     forward_into(in, {y.data(), detail::shape_of(y)});
@@ -188,6 +212,12 @@ class Layer {
   void backward_parameters(const Input& x, const Grad& dy) {
     backward_into(detail::view_of(x), detail::view_of(dy), {nullptr, detail::shape_of(x)});
   }
+
+ protected:
+  /// The input shape of the last forward that succeeded: what backward must be given.
+  /// Every forward resets it first and sets it last, so after a forward that threw,
+  /// backward refuses (detail::check_follows_forward).
+  std::optional<Shape> last_input_;
 
  private:
   bool training_ = true;

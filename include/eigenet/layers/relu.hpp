@@ -20,17 +20,17 @@ class ReLU : public Layer<Scalar> {
   Shape output_shape(const Shape& input) const override { return input; }
 
   void forward_into(ConstView<Scalar> x, View<Scalar> y) override {
-    cached_shape_.reset();
+    this->last_input_.reset();
     detail::check_forward_shapes(*this, x, y);
     kernels::parallel_chunks(x.size(), Index{1} << 16, [&](Index, Index begin, Index end) {
       for (Index i = begin; i < end; ++i) y.data[i] = x.data[i] < Scalar(0) ? Scalar(0) : x.data[i];
     });
-    cached_shape_ = x.shape;
+    this->last_input_ = x.shape;
   }
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     detail::check_backward_shapes(*this, x, dy, dx);
-    detail::check_follows_forward(*this, cached_shape_, x);
+    detail::check_follows_forward(*this, this->last_input_, x);
     if (dx.data == nullptr) return;
     kernels::parallel_chunks(x.size(), Index{1} << 16, [&](Index, Index begin, Index end) {
       for (Index i = begin; i < end; ++i) dx.data[i] = x.data[i] > Scalar(0) ? dy.data[i] : Scalar(0);
@@ -38,7 +38,6 @@ class ReLU : public Layer<Scalar> {
   }
 
  private:
-  std::optional<Shape> cached_shape_;  // input shape of the last forward
 };
 
 }  // namespace eigenet

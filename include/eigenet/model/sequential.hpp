@@ -37,10 +37,10 @@ class Sequential : public Layer<Scalar> {
       activations_ = std::move(other.activations_);
       grad_a_ = std::move(other.grad_a_);
       grad_b_ = std::move(other.grad_b_);
-      cached_shape_ = std::move(other.cached_shape_);
+      this->last_input_ = std::move(other.last_input_);
       other.layers_.clear();
       other.activations_.clear();
-      other.cached_shape_.reset();
+      other.last_input_.reset();
     }
     return *this;
   }
@@ -64,7 +64,7 @@ class Sequential : public Layer<Scalar> {
     layer->set_training(this->is_training());
     layers_.push_back(std::move(layer));
     activations_.resize(layers_.size());
-    cached_shape_.reset();
+    this->last_input_.reset();
     return *layers_.back();
   }
 
@@ -125,14 +125,14 @@ class Sequential : public Layer<Scalar> {
     if (x.data == nullptr && x.size() > 0)
       throw ValueError(detail::concat("Sequential: x of shape ", to_string(x.shape), " has no data (null pointer)"));
     output_shape(x.shape);
-    cached_shape_.reset();
+    this->last_input_.reset();
     ConstView<Scalar> input = x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       activations_[i].resize(layer_output_shape(i, input.shape));
       layers_[i]->forward_into(input, activations_[i].view());
       input = activations_[i].view();
     }
-    cached_shape_ = x.shape;
+    this->last_input_ = x.shape;
     return input;
   }
 
@@ -144,7 +144,7 @@ class Sequential : public Layer<Scalar> {
 
   void backward_into(ConstView<Scalar> x, ConstView<Scalar> dy, View<Scalar> dx) override {
     if (layers_.empty()) throw StateError("Sequential: backward on an empty model");
-    detail::check_follows_forward(*this, cached_shape_, x);
+    detail::check_follows_forward(*this, this->last_input_, x);
     detail::check_backward_shapes(*this, x, dy, dx);
     ConstView<Scalar> grad_out = dy;
     for (std::size_t i = layers_.size(); i-- > 0;) {
@@ -193,7 +193,6 @@ class Sequential : public Layer<Scalar> {
   std::vector<std::unique_ptr<Layer<Scalar>>> layers_;
   std::vector<Buffer<Scalar>> activations_;  // activations_[i]: output of layer i
   Buffer<Scalar> grad_a_, grad_b_;           // ping-pong gradient buffers
-  std::optional<Shape> cached_shape_;        // input shape of the last forward (none: none, or it threw)
 };
 
 }  // namespace eigenet
