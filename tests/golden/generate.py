@@ -51,6 +51,15 @@ def torch_package():
 TORCH = f"PyTorch {torch.__version__} ({torch_package()}), Python {platform.python_version()}"
 
 
+def prepare_torch():
+    """Every generator's first step: warn off another PyTorch version, and one thread so the
+    sums (and so the files) come out the same on every run."""
+    if torch.__version__.split(".")[:2] != ["1", "13"]:
+        print(f"warning: the committed files were made with PyTorch 1.13, this is {torch.__version__}",
+              file=sys.stderr)
+    torch.set_num_threads(1)
+
+
 def f32(t):
     """t rounded to float32 values, held as float64."""
     return t.to(torch.float32).to(DTYPE)
@@ -401,10 +410,7 @@ def cross_entropy_cases():
 
 
 def main():
-    if torch.__version__.split(".")[:2] != ["1", "13"]:
-        print(f"warning: the committed files were made with PyTorch 1.13, this is {torch.__version__}",
-              file=sys.stderr)
-    torch.set_num_threads(1)
+    prepare_torch()
     for module, shape in [(torch.nn.BatchNorm1d, (6, 4)), (torch.nn.BatchNorm2d, (3, 4, 3, 5))]:
         prefix = module.__name__.lower()
         batchnorm_case(f"{prefix}_default", module, shape, eps=1e-5, momentum=0.1, seed=100 + len(shape))

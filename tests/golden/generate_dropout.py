@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import DTYPE, Writer, f32, randn  # noqa: E402
+from generate import DTYPE, Writer, f32, prepare_torch, randn  # noqa: E402
 
 SCRIPT = "tests/golden/generate_dropout.py"
 
@@ -40,6 +40,21 @@ def run(fn, x, dy, dtype=DTYPE):
     y = fn(xi)
     y.backward(dy.to(dtype))
     return y, xi.grad
+
+
+def write_train_and_eval(w, fn, p, x, dy, seed):
+    """p, x, dy, and fn's float64 output and input gradient in training (generator seeded
+    with seed + 1) and in inference: {train,eval}_{y,dx}."""
+    w.array("p", p)
+    w.array("x", x)
+    w.array("dy", dy)
+    torch.manual_seed(seed + 1)
+    y, dx = run(lambda t: fn(t, p=p, training=True), x, dy)
+    w.array("train_y", y)
+    w.array("train_dx", dx)
+    y, dx = run(lambda t: fn(t, p=p, training=False), x, dy)
+    w.array("eval_y", y)
+    w.array("eval_dx", dx)
 
 
 def keep_scale(fn, p, shape, dtype):
@@ -61,16 +76,7 @@ def channel_dropout_case(name, fn, shape, p, seed):
     w.comment("x, dy: inputs (|x|, |dy| >= 0.25); {train,eval}_y, {train,eval}_dx: PyTorch's output and input")
     w.comment("gradient in float64; for 0 < p < 1 also PyTorch's keep scale in float64 and float32 and its")
     w.comment("float32 training output and gradient for the same x, dy (its own mask)")
-    w.array("p", p)
-    w.array("x", x)
-    w.array("dy", dy)
-    torch.manual_seed(seed + 1)
-    y, dx = run(lambda t: fn(t, p=p, training=True), x, dy)
-    w.array("train_y", y)
-    w.array("train_dx", dx)
-    y, dx = run(lambda t: fn(t, p=p, training=False), x, dy)
-    w.array("eval_y", y)
-    w.array("eval_dx", dx)
+    write_train_and_eval(w, fn, p, x, dy, seed)
     if 0.0 < p < 1.0:
         big = (200, 500) + (1,) * (len(shape) - 2)
         for dtype, key in [(torch.float64, "scale_float64"), (torch.float32, "scale_float32")]:
@@ -117,24 +123,12 @@ def alpha_dropout_case(name, fn, shape, p, seed):
     w = writer(name, f"torch.nn.functional.{fn.__name__}(x, p={p}) on {tuple(shape)}")
     w.comment("x: standard-normal input; dy: upstream gradient (|dy| >= 0.25, so dx == 0 marks a dropped element);")
     w.comment("{train,eval}_y, {train,eval}_dx: PyTorch's output and input gradient in float64")
-    w.array("p", p)
-    w.array("x", x)
-    w.array("dy", dy)
-    torch.manual_seed(seed + 1)
-    y, dx = run(lambda t: fn(t, p=p, training=True), x, dy)
-    w.array("train_y", y)
-    w.array("train_dx", dx)
-    y, dx = run(lambda t: fn(t, p=p, training=False), x, dy)
-    w.array("eval_y", y)
-    w.array("eval_dx", dx)
+    write_train_and_eval(w, fn, p, x, dy, seed)
     w.write()
 
 
 def main():
-    if torch.__version__.split(".")[:2] != ["1", "13"]:
-        print(f"warning: the committed files were made with PyTorch 1.13, this is {torch.__version__}",
-              file=sys.stderr)
-    torch.set_num_threads(1)
+    prepare_torch()
     for p, tag in [(0.0, "p0"), (1.0, "p1"), (0.4, "p0_4")]:
         channel_dropout_case(f"dropout2d_{tag}", F.dropout2d, (3, 4, 2, 3), p, seed=600)
     channel_dropout_case("dropout2d_rank3_p0_4", F.dropout1d, (3, 5, 4), 0.4, seed=610)

@@ -23,7 +23,7 @@ import torch
 from torch.nn.utils.fusion import fuse_linear_bn_eval, fuse_linear_bn_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import DTYPE, Writer, f32, randn, uniform  # noqa: E402
+from generate import DTYPE, Writer, f32, prepare_torch, randn, uniform  # noqa: E402
 
 SCRIPT = "tests/golden/generate_fold.py"
 
@@ -94,10 +94,7 @@ def fold_case(name, in_features, out_features, batch, seed, eps=1e-5, momentum=0
 
 
 def main():
-    if torch.__version__.split(".")[:2] != ["1", "13"]:
-        print(f"warning: the committed files were made with PyTorch 1.13, this is {torch.__version__}",
-              file=sys.stderr)
-    torch.set_num_threads(1)
+    prepare_torch()
     fold_case("fold_linear_bn1d_default", 6, 4, batch=8, seed=300)
     fold_case("fold_linear_bn1d_eps1e-3_offset", 5, 7, batch=10, seed=301, eps=1e-3, momentum=0.3, x_mean=3.0,
               x_std=2.0, training_steps=5)
