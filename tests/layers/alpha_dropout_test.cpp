@@ -15,6 +15,7 @@
 
 #include "eigenet/eigenet.hpp"
 #include "support/checks.hpp"
+#include "support/dropout_support.hpp"
 #include "support/threads.hpp"
 
 namespace {
@@ -24,7 +25,9 @@ using eigenet::Dropout;
 using eigenet::FeatureAlphaDropout;
 using eigenet::Index;
 using eigenet::Shape;
+using eigenet::testing::backward;
 using eigenet::testing::contains;
+using eigenet::testing::forward;
 using eigenet::testing::kHaveOpenMP;
 using eigenet::testing::kNoOpenMP;
 using eigenet::testing::message_of;
@@ -39,21 +42,6 @@ std::vector<double> standard_normal(std::size_t count, std::uint64_t seed) {
   std::vector<double> values(count);
   for (double& v : values) v = dist(engine);
   return values;
-}
-
-template <typename Scalar>
-std::vector<Scalar> forward(Dropout<Scalar>& layer, const std::vector<Scalar>& x, const Shape& shape) {
-  std::vector<Scalar> y(x.size());
-  layer.forward_into({x.data(), shape}, {y.data(), shape});
-  return y;
-}
-
-template <typename Scalar>
-std::vector<Scalar> backward(Dropout<Scalar>& layer, const std::vector<Scalar>& x, const std::vector<Scalar>& dy,
-                             const Shape& shape) {
-  std::vector<Scalar> dx(x.size());
-  layer.backward_into({x.data(), shape}, {dy.data(), shape}, {dx.data(), shape});
-  return dx;
 }
 
 TEST(AlphaDropout, RejectsBadProbabilitiesAndNamesItself) {

@@ -29,29 +29,16 @@ using eigenet::Index;
 using eigenet::Sequential;
 using eigenet::Shape;
 using eigenet::Tensor;
+using eigenet::testing::backward;
 using eigenet::testing::contains;
 using eigenet::testing::documented_keep;
+using eigenet::testing::forward;
 using eigenet::testing::kHaveOpenMP;
 using eigenet::testing::kNoOpenMP;
 using eigenet::testing::message_of;
 using eigenet::testing::ramp;
 using eigenet::testing::ThreadCount;
 using eigenet::testing::threads_that_ran;
-
-template <typename Scalar>
-std::vector<Scalar> forward(Dropout<Scalar>& dropout, const std::vector<Scalar>& x, const Shape& shape) {
-  std::vector<Scalar> y(x.size());
-  dropout.forward_into({x.data(), shape}, {y.data(), shape});
-  return y;
-}
-
-template <typename Scalar>
-std::vector<Scalar> backward(Dropout<Scalar>& dropout, const std::vector<Scalar>& x, const std::vector<Scalar>& dy,
-                             const Shape& shape) {
-  std::vector<Scalar> dx(x.size());
-  dropout.backward_into({x.data(), shape}, {dy.data(), shape}, {dx.data(), shape});
-  return dx;
-}
 
 /// The reference definition: the row-major index of element `flat` in the noise tensor
 /// (extent 1 on the shared axes), computed with a plain multi-index.

@@ -26,6 +26,7 @@ using eigenet::Shape;
 using eigenet::Tensor;
 using eigenet::testing::contains;
 using eigenet::testing::documented_keep;
+using eigenet::testing::forward;
 using eigenet::testing::kHaveOpenMP;
 using eigenet::testing::kNoOpenMP;
 using eigenet::testing::message_of;
@@ -35,15 +36,6 @@ using eigenet::testing::threads_that_ran;
 
 /// The chunk of the mask kernels' parallel loop, in elements (kernels::apply_masked).
 constexpr Index kMaskGrain = Index{1} << 16;
-
-/// One training (or inference) forward over x viewed as (count,).
-template <typename Scalar>
-std::vector<Scalar> forward(Dropout<Scalar>& dropout, const std::vector<Scalar>& x) {
-  std::vector<Scalar> y(x.size());
-  const Shape shape{static_cast<Index>(x.size())};
-  dropout.forward_into({x.data(), shape}, {y.data(), shape});
-  return y;
-}
 
 template <typename Scalar>
 std::vector<bool> kept(const std::vector<Scalar>& y) {

@@ -1,7 +1,7 @@
-// tests/support/dropout_support.hpp — pieces the Dropout tests share: distinct non-zero
-// inputs, the documented mask written out independently of the kernels, and one forward +
-// backward of a dropout layer on a golden file's x and dy, checked against PyTorch's outputs
-// in training and inference mode.
+// tests/support/dropout_support.hpp — pieces the Dropout tests share: forward and backward
+// on std::vector, distinct non-zero inputs, the documented mask written out independently of the kernels, and one
+// forward + backward of a dropout layer on a golden file's x and dy, checked against PyTorch's outputs in training and
+// inference mode.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,6 +16,29 @@
 #include "support/golden.hpp"
 
 namespace eigenet::testing {
+
+/// One forward of `dropout` (in its current mode) over x viewed as `shape`.
+template <typename Scalar>
+std::vector<Scalar> forward(Dropout<Scalar>& dropout, const std::vector<Scalar>& x, const Shape& shape) {
+  std::vector<Scalar> y(x.size());
+  dropout.forward_into({x.data(), shape}, {y.data(), shape});
+  return y;
+}
+
+/// The same over x viewed as (count,).
+template <typename Scalar>
+std::vector<Scalar> forward(Dropout<Scalar>& dropout, const std::vector<Scalar>& x) {
+  return forward(dropout, x, Shape{static_cast<Index>(x.size())});
+}
+
+/// dx of the last forward, for x and dy viewed as `shape`.
+template <typename Scalar>
+std::vector<Scalar> backward(Dropout<Scalar>& dropout, const std::vector<Scalar>& x, const std::vector<Scalar>& dy,
+                             const Shape& shape) {
+  std::vector<Scalar> dx(x.size());
+  dropout.backward_into({x.data(), shape}, {dy.data(), shape}, {dx.data(), shape});
+  return dx;
+}
 
 /// x[i] = 1 + i/count: every element non-zero and distinct.
 template <typename Scalar>
