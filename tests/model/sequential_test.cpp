@@ -300,6 +300,10 @@ TEST(Sequential, BackwardAfterAFailedForwardIsRefused) {
   EXPECT_TRUE(contains(refused, "after a forward that threw"));
   net.model.forward(x);
   EXPECT_NO_THROW(net.model.backward(x, Tensor<float, 2>(4, 3).setZero()));
+  // A forward rejected on shape, through the view interface a training loop uses, too.
+  const auto wrong = input(4, 5);
+  EXPECT_THROW(net.model.forward_view({wrong.data(), {4, 5}}), eigenet::ShapeError);
+  EXPECT_THROW(net.model.backward(x, Tensor<float, 2>(4, 3).setZero()), eigenet::StateError);
 }
 
 TEST(Sequential, IndexingOutOfRangeThrowsALibraryError) {

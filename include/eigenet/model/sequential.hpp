@@ -13,7 +13,6 @@
 #pragma once
 
 #include <memory>
-#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -121,14 +120,15 @@ class Sequential : public Layer<Scalar> {
   /// of one in training) leaves the layers before it run on this batch; backward then
   /// refuses until the next forward succeeds, rather than mix two batches' activations.
   ConstView<Scalar> forward_view(ConstView<Scalar> x) {
-    if (layers_.empty()) throw StateError("Sequential: forward on an empty model");
-    if (x.data == nullptr && x.size() > 0)
-      throw ValueError(detail::concat("Sequential: x of shape ", to_string(x.shape), " has no data (null pointer)"));
-    output_shape(x.shape);
     this->last_input_.reset();
+    if (layers_.empty()) throw StateError("Sequential: forward on an empty model");
+    detail::check_storage(*this, x.data, x.shape, "x");
+    std::vector<Shape> shapes;  // shapes[i]: output of layer i
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      shapes.push_back(layer_output_shape(i, i == 0 ? x.shape : shapes.back()));
     ConstView<Scalar> input = x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      activations_[i].resize(layer_output_shape(i, input.shape));
+      activations_[i].resize(shapes[i]);
       layers_[i]->forward_into(input, activations_[i].view());
       input = activations_[i].view();
     }
