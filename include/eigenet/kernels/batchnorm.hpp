@@ -140,10 +140,6 @@ void for_samples(Index samples, Index sample_elements, Body&& body) {
   parallel_chunks(samples, rows_per_chunk(sample_elements), [&](Index, Index begin, Index end) { body(begin, end); });
 }
 
-}  // namespace detail
-
-namespace detail {
-
 /// The sums of channel_stats with every deviation converted to double before it is
 /// squared: the fallback for a batch whose Scalar squares overflow (|x − shift| above
 /// ~1.8e19 in float), slower but exact to double rounding.

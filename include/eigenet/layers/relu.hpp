@@ -4,7 +4,6 @@
 #pragma once
 
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "eigenet/kernels/parallel.hpp"
@@ -36,8 +35,6 @@ class ReLU : public Layer<Scalar> {
       for (Index i = begin; i < end; ++i) dx.data[i] = x.data[i] > Scalar(0) ? dy.data[i] : Scalar(0);
     });
   }
-
- private:
 };
 
 }  // namespace eigenet
